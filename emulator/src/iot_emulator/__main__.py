@@ -1,0 +1,178 @@
+"""``python -m iot_emulator --host 127.0.0.1 --port PORT --data-dir DIR [options]``
+
+Serves HTTPS with a certificate from a local CA written to ``DIR/ca.pem``; once it accepts connections it
+writes ``DIR/emulator.env`` (shell-sourceable); stops cleanly on SIGTERM.  See docs/emulator.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import secrets
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+from .app import FAULT_KINDS, Emulator, Settings, parse_throttle
+from .auth import DEFAULT_POLICIES, Authorizer, Policy
+from .certs import issue_server_cert
+
+log = logging.getLogger("iot_emulator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m iot_emulator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
+    p.add_argument("--data-dir", required=True, type=Path, help="folder for ca.pem, keys and emulator.env")
+    p.add_argument("--hostname", action="append", default=[],
+                   help="extra hub host name to serve (certificate SAN and SAS audience); repeatable or comma-separated")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every service request")
+    p.add_argument("--fault-rate", type=float, default=0.0,
+                   help="share of service requests answered with an injected fault (0..1)")
+    p.add_argument("--fault-seed", type=int, default=None, help="seed of the fault generator, for repeatable runs")
+    p.add_argument("--fault-kinds", default=",".join(FAULT_KINDS),
+                   help=f"comma-separated faults to inject, from {','.join(FAULT_KINDS)}")
+    p.add_argument("--query-lag-s", type=float, default=0.0,
+                   help="seconds before a registry write shows in query results (the index is eventually consistent)")
+    p.add_argument("--throttle", default=None, metavar="SKU:UNITS",
+                   help="enforce the registry and query quotas of a tier, e.g. S1:1")
+    p.add_argument("--state-file", type=Path, default=None, help="persist the registry here across restarts")
+    p.add_argument("--entra-test-mode", action="store_true",
+                   help="accept Entra ID bearer tokens (audience and expiry checked, signature not)")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def load_policies(data_dir: Path) -> dict[str, Policy]:
+    """Shared access policies, kept in DIR/policies.json so that keys survive a restart."""
+    path = data_dir / "policies.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    changed = False
+    for name in DEFAULT_POLICIES:
+        if name not in stored:
+            stored[name] = base64.b64encode(secrets.token_bytes(32)).decode()
+            changed = True
+    if changed:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh, indent=2)
+        os.replace(tmp, path)
+    return {name: Policy(name, stored[name], set(DEFAULT_POLICIES[name])) for name in DEFAULT_POLICIES}
+
+
+def connection_string(host: str, policy: Policy) -> str:
+    return f"HostName={host};SharedAccessKeyName={policy.name};SharedAccessKey={policy.key}"
+
+
+def env_lines(host_port: str, port: int, data_dir: Path, policies: dict[str, Policy], names: list[str],
+              extra: dict[str, str]) -> list[str]:
+    values = {
+        "IOTHUB_CONNECTION_STRING": connection_string(host_port, policies["iothubowner"]),
+        "IOTHUB_HOSTNAME": host_port,
+        "IOTHUB_CA_PATH": str((data_dir / "ca.pem").resolve()),
+        "IOTHUB_REGISTRY_READ_CONNECTION_STRING": connection_string(host_port, policies["registryRead"]),
+        "IOT_EMULATOR_URL": f"https://{host_port}",
+        "IOT_EMULATOR_PORT": str(port),
+        "IOT_EMULATOR_PID": str(os.getpid()),
+    }
+    if names:
+        named = names[0] if port == 443 else f"{names[0]}:{port}"
+        values["IOTHUB_CONNECTION_STRING_NAMED"] = connection_string(named, policies["iothubowner"])
+        values["IOTHUB_HOSTNAME_NAMED"] = named
+    values.update(extra)
+    return [f"{k}={shlex.quote(v)}" for k, v in values.items()]
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s iot_emulator %(levelname)s %(message)s")
+    import uvicorn  # imported here so that --help stays fast
+
+    names = [n.strip() for item in args.hostname for n in item.split(",") if n.strip()]
+    try:
+        parse_throttle(args.throttle)
+        kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
+        if not kinds or any(k not in FAULT_KINDS for k in kinds):
+            raise ValueError(f"--fault-kinds takes {','.join(FAULT_KINDS)}")
+        if not 0 <= args.fault_rate <= 1:
+            raise ValueError("--fault-rate must be between 0 and 1")
+    except ValueError as exc:
+        print(f"iot_emulator: {exc}", file=sys.stderr)
+        return 2
+
+    data_dir: Path = args.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env_path = data_dir / "emulator.env"
+    env_path.unlink(missing_ok=True)  # a stale file must never be mistaken for a running emulator
+    policies = load_policies(data_dir)
+    _, server_pem, server_key = issue_server_cert(data_dir, names)
+
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"iot_emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    display_host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    host_port = f"{display_host}:{port}"
+
+    hosts = [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", host_port]
+    for n in names:
+        hosts += [f"{n}:{port}"] + ([n] if port == 443 else [])
+    if port == 443:
+        hosts += ["127.0.0.1", "localhost"]
+    settings = Settings(latency_ms=args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
+                        fault_kinds=kinds, query_lag_s=args.query_lag_s, throttle=args.throttle,
+                        state_file=args.state_file, entra_test_mode=args.entra_test_mode)
+    emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode))
+
+    config = uvicorn.Config(emulator.build(), ssl_certfile=str(server_pem), ssl_keyfile=str(server_key),
+                            log_level=args.log_level, lifespan="off", server_header=False,
+                            access_log=args.log_level in ("info", "debug"), timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.01)
+        lines = env_lines(host_port, port, data_dir, policies, names, {})
+        write_atomic(env_path, "\n".join(lines) + "\n")
+        log.warning("iot_emulator listening on https://%s (env: %s)", host_port, env_path)
+
+    async def run() -> None:
+        task = asyncio.create_task(announce())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(run())
+    finally:
+        emulator.persist()
+        env_path.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

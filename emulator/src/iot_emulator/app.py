@@ -1,0 +1,440 @@
+"""The emulator's HTTP surface: the IoT Hub registry data plane, and the ``/_emulator`` control routes.
+
+A pure-ASGI outer layer adds what every response carries (``x-ms-request-id``), counts requests and
+statuses, and applies the test knobs (latency, injected faults including dropped connections).  Starlette
+routes do the rest; each route checks api-version, authorization and the throttle before touching the
+registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import os
+import random
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .auth import Authorizer
+from .errors import ApiError, bad_request, throttled
+from .registry import Registry
+
+# api-versions the official clients send: azure-iot-hub 2.x (2021-04-12), the newer SDKs and the CLI
+# (2024-03-31, 2021-04-12), azure-sdk-for-net previews (2020-03-13), older SDKs (2018-06-30 ... 2020-09-30).
+API_VERSIONS = frozenset({
+    "2018-06-30", "2019-03-30", "2019-10-01", "2020-03-13", "2020-05-31-preview", "2020-06-30-preview",
+    "2020-09-30", "2021-04-12", "2022-11-30-preview", "2023-06-30", "2024-03-31",
+})
+JSON_CT = "application/json; charset=utf-8"
+
+SKU_LIMITS = {  # iot-api.md §6: registry operations and query pages per minute per unit
+    "F1": (100, 20), "B1": (100, 20), "S1": (100, 20), "B2": (100, 20), "S2": (100, 20),
+    "B3": (5000, 1000), "S3": (5000, 1000),
+}
+FAULT_KINDS = ("429", "500", "503", "drop")
+
+
+@dataclass
+class Settings:
+    latency_ms: float = 0.0
+    fault_rate: float = 0.0
+    fault_seed: int | None = None
+    fault_kinds: tuple = FAULT_KINDS
+    query_lag_s: float = 0.0
+    throttle: str | None = None  # "S1:2"
+    state_file: Path | None = None
+    entra_test_mode: bool = False
+
+    def public(self) -> dict:
+        return {"latency_ms": self.latency_ms, "fault_rate": self.fault_rate, "fault_seed": self.fault_seed,
+                "fault_kinds": list(self.fault_kinds), "query_lag_s": self.query_lag_s,
+                "throttle": self.throttle, "state_file": str(self.state_file) if self.state_file else None,
+                "entra_test_mode": self.entra_test_mode}
+
+
+def parse_throttle(spec: str | None) -> tuple[int, int] | None:
+    if not spec:
+        return None
+    sku, _, units = spec.partition(":")
+    if sku.upper() not in SKU_LIMITS:
+        raise ValueError(f"unknown SKU {sku!r}; use one of {', '.join(SKU_LIMITS)}")
+    n = int(units or "1")
+    if n < 1:
+        raise ValueError("units must be at least 1")
+    reg, q = SKU_LIMITS[sku.upper()]
+    return reg * n, q * n
+
+
+class Throttle:
+    """Per-minute budgets for registry operations and query pages (a sliding 60 s window)."""
+
+    def __init__(self, limits: tuple[int, int] | None):
+        self.limits = limits
+        self.windows = {"registry": deque(), "query": deque()}
+
+    def consume(self, kind: str, cost: int) -> None:
+        if self.limits is None:
+            return
+        limit = self.limits[0] if kind == "registry" else self.limits[1]
+        win = self.windows[kind]
+        now = time.monotonic()
+        while win and win[0][0] <= now - 60:
+            win.popleft()
+        used = sum(c for _, c in win)
+        if used + cost > limit:
+            raise throttled("CRUD" if kind == "registry" else "Query")
+        win.append((now, cost))
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    registry_reads: int = 0
+    registry_writes: int = 0
+    bulk_calls: int = 0
+    query_pages: int = 0
+    twin_reads: int = 0
+    twin_writes: int = 0
+    write_requests: int = 0
+    throttled: int = 0
+    responses_by_status: Counter = field(default_factory=Counter)
+    faults_injected: Counter = field(default_factory=Counter)
+    requests_by_route: Counter = field(default_factory=Counter)
+
+    def as_json(self, registry: Registry) -> dict:
+        return {
+            "requests": self.requests, "registry_reads": self.registry_reads,
+            "registry_writes": self.registry_writes, "bulk_calls": self.bulk_calls,
+            "query_pages": self.query_pages, "twin_reads": self.twin_reads, "twin_writes": self.twin_writes,
+            "write_requests": self.write_requests, "throttled": self.throttled,
+            "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
+            "faults_injected": dict(self.faults_injected),
+            "requests_by_route": dict(self.requests_by_route),
+            "devices": len(registry.devices),
+        }
+
+
+def tracking_message(request_id: str) -> str:
+    ts = _dt.datetime.now(_dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+    return f"Tracking ID:{request_id.replace('-', '')}-G:0-TimeStamp:{ts}"
+
+
+def hub_error_response(err: ApiError, request_id: str) -> Response:
+    """Envelope A with the iothub-errorcode header (iot-api.md §2.3)."""
+    body = {"Message": f"ErrorCode:{err.code};{err.message}", "ExceptionMessage": tracking_message(request_id)}
+    headers = {"iothub-errorcode": err.code, **err.headers}
+    return Response(json.dumps(body), status_code=err.status, headers=headers, media_type=JSON_CT)
+
+
+def json_response(body: Any, status: int = 200, etag: str | None = None, headers: dict | None = None) -> Response:
+    h = dict(headers or {})
+    if etag is not None:
+        h["ETag"] = f'"{etag}"'  # the header is quoted, the body etag is not (§1.3)
+    return Response(json.dumps(body), status_code=status, headers=h, media_type=JSON_CT)
+
+
+class Emulator:
+    def __init__(self, settings: Settings, authorizer: Authorizer):
+        self.settings = settings
+        self.auth = authorizer
+        self.registry = Registry(settings.query_lag_s)
+        self.stats = Stats()
+        self.fault_rng = random.Random(settings.fault_seed)
+        self.throttle = Throttle(parse_throttle(settings.throttle))
+        self.extra_routes: list[Route] = []
+        if settings.state_file and Path(settings.state_file).exists():
+            self.registry.load(json.loads(Path(settings.state_file).read_text()))
+
+    # ------------------------------------------------------------ plumbing
+    def persist(self) -> None:
+        if not self.settings.state_file:
+            return
+        path = Path(self.settings.state_file)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.dump_state()))
+        os.replace(tmp, path)
+
+    def dump_state(self) -> dict:
+        return {"registry": self.registry.dump(), **self.extra_state()}
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def check_api_version(self, request: Request) -> None:
+        version = request.query_params.get("api-version")
+        if not version:
+            raise ApiError(400, "InvalidProtocolVersion", "The api-version query parameter is required")
+        if version not in API_VERSIONS:
+            raise ApiError(400, "InvalidProtocolVersion", f"api-version {version!r} is not supported")
+
+    async def read_json(self, request: Request) -> Any:
+        raw = await request.body()
+        if not raw:
+            raise bad_request("The request body is empty", code="ArgumentNull")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise bad_request("The request body is not valid JSON", code="IotHubFormatError") from None
+
+    def authorize(self, request: Request, right: str) -> None:
+        self.check_api_version(request)
+        self.auth.check(request.headers.get("authorization"), request.url.path, right)
+
+    def consume(self, kind: str, cost: int = 1) -> None:
+        try:
+            self.throttle.consume(kind, cost)
+        except ApiError:
+            self.stats.throttled += 1
+            raise
+
+    def guard(self, request: Request, right: str, kind: str | None = "registry", cost: int = 1) -> None:
+        self.authorize(request, right)
+        if kind:
+            self.consume(kind, cost)
+
+    def hub_route(self, path: str, methods: list[str], name: str):
+        def deco(fn):
+            async def endpoint(request: Request) -> Response:
+                if request.method in ("PUT", "PATCH", "DELETE") or (request.method == "POST" and name == "bulk"):
+                    self.stats.write_requests += 1
+                self.stats.requests_by_route[f"{request.method} {path}"] += 1
+                try:
+                    return await fn(request)
+                except ApiError as err:
+                    return hub_error_response(err, request.scope["emulator.request_id"])
+            return Route(path, endpoint, methods=methods, name=name)
+        return deco
+
+    # -------------------------------------------------------------- routes
+    def routes(self) -> list[Route]:
+        reg, st = self.registry, self.stats
+        routes: list[Route] = []
+
+        @self.hub_route("/devices/query", ["POST"], "query")
+        async def query(request: Request) -> Response:
+            self.guard(request, "RegistryRead", kind="query")
+            body = await self.read_json(request)
+            if not isinstance(body, dict) or "query" not in body:
+                raise bad_request('The body must be {"query": "..."}', code="ArgumentNull")
+            try:
+                max_items = int(request.headers.get("x-ms-max-item-count") or 0)
+            except ValueError:
+                raise bad_request("x-ms-max-item-count must be an integer") from None
+            items, token, item_type = reg.query(body["query"], max_items, request.headers.get("x-ms-continuation"))
+            st.query_pages += 1
+            headers = {"x-ms-item-type": item_type}
+            if token:
+                headers["x-ms-continuation"] = token
+            return json_response(items, headers=headers)
+        routes.append(query)
+
+        @self.hub_route("/devices", ["GET", "POST"], "bulk")
+        async def devices(request: Request) -> Response:
+            if request.method == "GET":
+                self.guard(request, "RegistryRead")
+                top = request.query_params.get("top")
+                try:
+                    n = int(top) if top not in (None, "") else None
+                except ValueError:
+                    raise bad_request("top must be an integer") from None
+                st.registry_reads += 1
+                return json_response(reg.list(n))
+            self.authorize(request, "RegistryWrite")
+            body = await self.read_json(request)
+            self.consume("registry", len(body) if isinstance(body, list) else 1)  # each device counts (§4)
+            status, result, written = reg.bulk(body)
+            st.bulk_calls += 1
+            st.registry_writes += written
+            if written:
+                self.persist()
+            return json_response(result, status=status)
+        routes.append(devices)
+
+        @self.hub_route("/devices/{device_id}", ["GET", "PUT", "DELETE"], "device")
+        async def device(request: Request) -> Response:
+            device_id = request.path_params["device_id"]
+            if request.method == "GET":
+                self.guard(request, "RegistryRead")
+                dev = reg.get(device_id)
+                st.registry_reads += 1
+                return json_response(dev, etag=dev["etag"])
+            self.guard(request, "RegistryWrite")
+            if request.method == "PUT":
+                body = await self.read_json(request)
+                dev = reg.put(device_id, body, request.headers.get("if-match"))
+                st.registry_writes += 1
+                self.persist()
+                return json_response(dev, etag=dev["etag"])
+            reg.delete(device_id, request.headers.get("if-match"))
+            st.registry_writes += 1
+            self.persist()
+            return Response(status_code=204, headers={"Content-Length": "0"})
+        routes.append(device)
+
+        @self.hub_route("/devices/{device_id}/modules", ["GET"], "modules")
+        async def modules(request: Request) -> Response:
+            self.guard(request, "RegistryRead")
+            st.registry_reads += 1
+            return json_response(reg.list_modules(request.path_params["device_id"]))
+        routes.append(modules)
+
+        @self.hub_route("/devices/{device_id}/modules/{module_id}", ["GET"], "module")
+        async def module(request: Request) -> Response:
+            self.guard(request, "RegistryRead")
+            st.registry_reads += 1
+            mod = reg.get_module(request.path_params["device_id"], request.path_params["module_id"])
+            return json_response(mod, etag=mod["etag"])
+        routes.append(module)
+
+        @self.hub_route("/twins/{device_id}", ["GET", "PATCH", "PUT"], "twin")
+        async def twin(request: Request) -> Response:
+            device_id = request.path_params["device_id"]
+            if request.method == "GET":
+                self.guard(request, "RegistryRead", kind=None)
+                doc = reg.get_twin(device_id)
+                st.twin_reads += 1
+                return json_response(doc, etag=doc["etag"])
+            self.guard(request, "ServiceConnect", kind=None)
+            body = await self.read_json(request)
+            doc = reg.update_twin(device_id, body, request.headers.get("if-match"), replace=request.method == "PUT")
+            st.twin_writes += 1
+            self.persist()
+            return json_response(doc, etag=doc["etag"])
+        routes.append(twin)
+
+        async def stats(request: Request) -> Response:
+            return JSONResponse(st.as_json(reg))
+
+        async def reset(request: Request) -> Response:
+            self.reset()
+            return JSONResponse({"reset": True})
+
+        async def config(request: Request) -> Response:
+            if request.method == "POST":
+                try:
+                    self.configure(await request.json())
+                except (ValueError, TypeError) as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(self.settings.public())
+
+        async def health(request: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        routes += [
+            Route("/_emulator/stats", stats, methods=["GET"]),
+            Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/_emulator/config", config, methods=["GET", "POST"]),
+            Route("/_emulator/health", health, methods=["GET"]),
+        ]
+        return routes + self.extra_routes
+
+    def reset(self) -> None:
+        self.registry.reset()
+        self.stats = Stats()
+        self.throttle = Throttle(self.throttle.limits)
+        self.persist()
+
+    def configure(self, changes: dict) -> None:
+        """Change knobs at run time (POST /_emulator/config): an emulator extension for tests."""
+        if not isinstance(changes, dict):
+            raise ValueError("the body must be a JSON object")
+        s = self.settings
+        for key, value in changes.items():
+            if key == "latency_ms":
+                s.latency_ms = float(value)
+            elif key == "fault_rate":
+                if not 0 <= float(value) <= 1:
+                    raise ValueError("fault_rate must be between 0 and 1")
+                s.fault_rate = float(value)
+            elif key == "fault_seed":
+                s.fault_seed = value
+                self.fault_rng = random.Random(value)
+            elif key == "fault_kinds":
+                kinds = tuple(value)
+                if not kinds or any(k not in FAULT_KINDS for k in kinds):
+                    raise ValueError(f"fault_kinds must be a non-empty list of {', '.join(FAULT_KINDS)}")
+                s.fault_kinds = kinds
+            elif key == "query_lag_s":
+                s.query_lag_s = float(value)
+                self.registry.index.lag = s.query_lag_s
+            elif key == "throttle":
+                s.throttle = value or None
+                self.throttle = Throttle(parse_throttle(s.throttle))
+            else:
+                raise ValueError(f"unknown setting {key!r}")
+
+    # ------------------------------------------------------------------ ASGI
+    def build(self):
+        inner = Starlette(routes=self.routes())
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return await inner(scope, receive, send)
+            request_id = str(uuid.uuid4())
+            scope["emulator.request_id"] = request_id
+            control = scope["path"].startswith("/_emulator/")
+
+            async def send_with_headers(message):
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    headers.append((b"x-ms-request-id", request_id.encode()))
+                    headers.append((b"vary", b"Origin"))
+                    message = {**message, "headers": headers}
+                    if not control:
+                        self.stats.responses_by_status[message["status"]] += 1
+                await send(message)
+
+            if control:
+                return await inner(scope, receive, send_with_headers)
+            self.stats.requests += 1
+            if self.settings.latency_ms > 0:
+                await asyncio.sleep(self.settings.latency_ms / 1000.0)
+            fault = None
+            if self.settings.fault_rate > 0 and self.fault_rng.random() < self.settings.fault_rate:
+                fault = self.fault_rng.choice(self.settings.fault_kinds)
+            if fault is None:
+                return await inner(scope, receive, send_with_headers)
+            self.stats.faults_injected[fault] += 1
+            if fault == "drop":
+                after = self.fault_rng.random() < 0.5
+                if after:
+                    # The request is processed, then the connection drops before the answer arrives.
+                    async def swallow(message):
+                        return None
+                    await inner(scope, receive, swallow)
+                self.stats.faults_injected["drop_after_apply" if after else "drop_before_apply"] += 1
+                await _abort_connection(send)
+                return None
+            err = {
+                "429": throttled("CRUD"),
+                "500": ApiError(500, "ServerError", "An internal error occurred (injected fault)"),
+                "503": ApiError(503, "ServiceUnavailable", "The service is unavailable (injected fault)"),
+            }[fault]
+            resp = self.fault_response(scope, err, request_id)
+            return await resp(scope, receive, send_with_headers)
+
+        return app
+
+    def fault_response(self, scope, err: ApiError, request_id: str) -> Response:
+        return hub_error_response(err, request_id)
+
+
+async def _abort_connection(send) -> None:
+    """Close the TCP connection without an answer (uvicorn's protocol objects expose the transport)."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is not None:
+        transport.abort()
+        await asyncio.sleep(0)
+        return
+    raise RuntimeError("cannot reach the transport to drop the connection")

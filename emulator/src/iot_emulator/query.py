@@ -1,0 +1,328 @@
+"""A subset of the IoT Hub query language, enough for the registry's clients.
+
+Supported (case-insensitive keywords)::
+
+    SELECT * | COUNT() AS alias | path [AS alias], ... FROM devices [WHERE condition]
+
+Conditions: ``=``, ``!=``, ``<>``, ``<``, ``>``, ``<=``, ``>=``, ``[NOT] IN [..]`` (or ``(..)``),
+``AND``, ``OR``, ``NOT``, parentheses, and the functions ``array_contains(path, value)``,
+``is_defined(path)``, ``is_null(path)``, ``startswith(path, 'x')``, ``endswith(path, 'x')``.
+Literals: single- or double-quoted strings, numbers, ``true``, ``false``, ``null``.
+Anything else is a 400 ``ArgumentInvalid``, as the service rejects a query it cannot parse.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import bad_request
+
+_TOKEN = re.compile(
+    r"""
+    \s*(?:
+      (?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")
+    | (?P<num>-?\d+(?:\.\d+)?)
+    | (?P<op><>|!=|<=|>=|=|<|>)
+    | (?P<punct>[(),\[\]*.])
+    | (?P<ident>[A-Za-z_$@][A-Za-z0-9_$@-]*)
+    )""",
+    re.VERBOSE,
+)
+
+_UNDEFINED = object()
+
+
+@dataclass
+class Token:
+    kind: str
+    value: Any
+    text: str
+
+
+def tokenize(text: str) -> list[Token]:
+    pos = 0
+    out: list[Token] = []
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise bad_request(f"Syntax error in query at position {pos}: {text[pos:pos + 20]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        raw = m.group(kind)
+        if kind == "str":
+            q = raw[0]
+            out.append(Token("str", raw[1:-1].replace(q + q, q), raw))
+        elif kind == "num":
+            out.append(Token("num", float(raw) if "." in raw else int(raw), raw))
+        else:
+            out.append(Token(kind, raw, raw))
+    return out
+
+
+@dataclass
+class Query:
+    select: list  # ["*"] or [("path", [..], alias)] or [("count", alias)]
+    source: str
+    where: Callable[[dict], bool] | None
+
+    @property
+    def is_star(self) -> bool:
+        return self.select == ["*"]
+
+    @property
+    def is_count(self) -> bool:
+        return len(self.select) == 1 and self.select[0][0] == "count"
+
+    def project(self, doc: dict) -> dict:
+        if self.is_star:
+            return doc
+        out = {}
+        for _, path, alias in self.select:
+            value = _get(doc, path)
+            if value is not _UNDEFINED:
+                out[alias] = value
+        return out
+
+
+def _get(doc: Any, path: list[str]) -> Any:
+    cur = doc
+    for part in path:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            return _UNDEFINED
+    return cur
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token]):
+        self.toks = tokens
+        self.i = 0
+
+    def peek(self, offset: int = 0) -> Token | None:
+        j = self.i + offset
+        return self.toks[j] if j < len(self.toks) else None
+
+    def kw(self, word: str) -> bool:
+        t = self.peek()
+        if t is not None and t.kind == "ident" and t.value.upper() == word:
+            self.i += 1
+            return True
+        return False
+
+    def expect_kw(self, word: str) -> None:
+        if not self.kw(word):
+            raise bad_request(f"Syntax error in query: expected {word}")
+
+    def punct(self, p: str) -> bool:
+        t = self.peek()
+        if t is not None and t.kind == "punct" and t.value == p:
+            self.i += 1
+            return True
+        return False
+
+    def expect_punct(self, p: str) -> None:
+        if not self.punct(p):
+            t = self.peek()
+            raise bad_request(f"Syntax error in query: expected {p!r} near {t.text if t else 'end of query'!r}")
+
+    def ident(self) -> str:
+        t = self.peek()
+        if t is None or t.kind != "ident":
+            raise bad_request(f"Syntax error in query: expected a name near {t.text if t else 'end of query'!r}")
+        self.i += 1
+        return t.value
+
+    def path(self) -> list[str]:
+        parts = [self.ident()]
+        while self.punct("."):
+            parts.append(self.ident())
+        return parts
+
+    # query := SELECT list FROM source [WHERE expr]
+    def query(self) -> Query:
+        self.expect_kw("SELECT")
+        select: list = []
+        if self.punct("*"):
+            select = ["*"]
+        else:
+            while True:
+                t = self.peek()
+                if t is not None and t.kind == "ident" and t.value.upper() == "COUNT" and self._is_call():
+                    self.i += 1
+                    self.expect_punct("(")
+                    self.expect_punct(")")
+                    alias = "$1"
+                    if self.kw("AS"):
+                        alias = self.ident()
+                    select.append(("count", None, alias))
+                else:
+                    p = self.path()
+                    alias = p[-1]
+                    if self.kw("AS"):
+                        alias = self.ident()
+                    select.append(("path", p, alias))
+                if not self.punct(","):
+                    break
+            if any(s[0] == "count" for s in select) and len(select) > 1:
+                raise bad_request("COUNT() cannot be combined with other projections in this query")
+        self.expect_kw("FROM")
+        source = ".".join(self.path()).lower()
+        if source != "devices":
+            raise bad_request(f"Query source {source!r} is not supported; use FROM devices")
+        where = None
+        if self.kw("WHERE"):
+            where = self.expr()
+        if self.peek() is not None:
+            raise bad_request(f"Syntax error in query near {self.peek().text!r}")
+        return Query(select, source, where)
+
+    def _is_call(self) -> bool:
+        nxt = self.peek(1)
+        return nxt is not None and nxt.kind == "punct" and nxt.value == "("
+
+    def expr(self):
+        left = self.and_expr()
+        while self.kw("OR"):
+            right = self.and_expr()
+            left = (lambda a, b: lambda d: a(d) or b(d))(left, right)
+        return left
+
+    def and_expr(self):
+        left = self.not_expr()
+        while self.kw("AND"):
+            right = self.not_expr()
+            left = (lambda a, b: lambda d: a(d) and b(d))(left, right)
+        return left
+
+    def not_expr(self):
+        if self.kw("NOT"):
+            inner = self.not_expr()
+            return lambda d: not inner(d)
+        return self.comparison()
+
+    def comparison(self):
+        if self.punct("("):
+            inner = self.expr()
+            self.expect_punct(")")
+            return inner
+        left = self.operand()
+        t = self.peek()
+        if t is not None and t.kind == "op":
+            self.i += 1
+            right = self.operand()
+            return _compare(t.value, left, right)
+        negate = False
+        if self.kw("NOT"):
+            negate = True
+            if not (self.peek() and self.peek().kind == "ident" and self.peek().value.upper() == "IN"):
+                raise bad_request("Syntax error in query: expected IN after NOT")
+        if self.kw("IN"):
+            values = self.literal_list()
+            def _in(d, left=left, values=values):
+                v = left(d)
+                return v is not _UNDEFINED and any(_eq(v, x) for x in values)
+            return (lambda d: not _in(d)) if negate else _in
+        # A bare boolean operand (e.g. a function call)
+        return lambda d: left(d) is True
+
+    def literal_list(self) -> list:
+        close = "]" if self.punct("[") else None
+        if close is None:
+            self.expect_punct("(")
+            close = ")"
+        values = []
+        if not self.punct(close):
+            while True:
+                values.append(self.literal())
+                if self.punct(close):
+                    break
+                self.expect_punct(",")
+        return values
+
+    def literal(self):
+        t = self.peek()
+        if t is None:
+            raise bad_request("Syntax error in query: expected a value at end of query")
+        if t.kind in ("str", "num"):
+            self.i += 1
+            return t.value
+        if t.kind == "ident" and t.value.lower() in ("true", "false", "null"):
+            self.i += 1
+            return {"true": True, "false": False, "null": None}[t.value.lower()]
+        raise bad_request(f"Syntax error in query: expected a value near {t.text!r}")
+
+    def operand(self):
+        t = self.peek()
+        if t is None:
+            raise bad_request("Syntax error in query: unexpected end of query")
+        if t.kind in ("str", "num") or (t.kind == "ident" and t.value.lower() in ("true", "false", "null")):
+            v = self.literal()
+            return lambda d: v
+        if t.kind == "ident" and self._is_call():
+            return self.call()
+        p = self.path()
+        return lambda d: _get(d, p)
+
+    def call(self):
+        name = self.ident().lower()
+        self.expect_punct("(")
+        args = []
+        if not self.punct(")"):
+            while True:
+                args.append(self.operand())
+                if self.punct(")"):
+                    break
+                self.expect_punct(",")
+        fn = _FUNCTIONS.get(name)
+        if fn is None:
+            raise bad_request(f"Function {name!r} is not supported in queries")
+        arity, impl = fn
+        if len(args) != arity:
+            raise bad_request(f"Function {name} takes {arity} argument(s)")
+        return lambda d: impl(*[a(d) for a in args])
+
+
+def _eq(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def _compare(op: str, left, right):
+    def cmp(d):
+        a, b = left(d), right(d)
+        if a is _UNDEFINED or b is _UNDEFINED:
+            return False
+        if op == "=":
+            return _eq(a, b)
+        if op in ("!=", "<>"):
+            return not _eq(a, b)
+        if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+            return False
+        if isinstance(a, bool) or a is None:
+            return False
+        return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
+    return cmp
+
+
+def _array_contains(arr, value):
+    return isinstance(arr, list) and any(_eq(x, value) for x in arr)
+
+
+_FUNCTIONS = {
+    "array_contains": (2, _array_contains),
+    "is_defined": (1, lambda v: v is not _UNDEFINED),
+    "is_null": (1, lambda v: v is None),
+    "startswith": (2, lambda s, p: isinstance(s, str) and isinstance(p, str) and s.startswith(p)),
+    "endswith": (2, lambda s, p: isinstance(s, str) and isinstance(p, str) and s.endswith(p)),
+}
+
+
+def parse(text: str) -> Query:
+    if not isinstance(text, str) or not text.strip():
+        raise bad_request("The query is empty", code="ArgumentNull")
+    return _Parser(tokenize(text)).query()
