@@ -153,7 +153,7 @@ class Emulator:
         self.throttle = Throttle(parse_throttle(settings.throttle))
         self.extra_routes: list[Route] = []
         if settings.state_file and Path(settings.state_file).exists():
-            self.registry.load(json.loads(Path(settings.state_file).read_text()))
+            self.load_state(json.loads(Path(settings.state_file).read_text()))
 
     # ------------------------------------------------------------ plumbing
     def persist(self) -> None:
@@ -169,6 +169,9 @@ class Emulator:
 
     def extra_state(self) -> dict:
         return {}
+
+    def load_state(self, data: dict) -> None:
+        self.registry.load(data.get("registry", {}))
 
     def check_api_version(self, request: Request) -> None:
         version = request.query_params.get("api-version")
@@ -217,7 +220,7 @@ class Emulator:
 
     # -------------------------------------------------------------- routes
     def routes(self) -> list[Route]:
-        reg, st = self.registry, self.stats
+        reg = self.registry
         routes: list[Route] = []
 
         @self.hub_route("/devices/query", ["POST"], "query")
@@ -231,7 +234,7 @@ class Emulator:
             except ValueError:
                 raise bad_request("x-ms-max-item-count must be an integer") from None
             items, token, item_type = reg.query(body["query"], max_items, request.headers.get("x-ms-continuation"))
-            st.query_pages += 1
+            self.stats.query_pages += 1
             headers = {"x-ms-item-type": item_type}
             if token:
                 headers["x-ms-continuation"] = token
@@ -247,14 +250,14 @@ class Emulator:
                     n = int(top) if top not in (None, "") else None
                 except ValueError:
                     raise bad_request("top must be an integer") from None
-                st.registry_reads += 1
+                self.stats.registry_reads += 1
                 return json_response(reg.list(n))
             self.authorize(request, "RegistryWrite")
             body = await self.read_json(request)
             self.consume("registry", len(body) if isinstance(body, list) else 1)  # each device counts (§4)
             status, result, written = reg.bulk(body)
-            st.bulk_calls += 1
-            st.registry_writes += written
+            self.stats.bulk_calls += 1
+            self.stats.registry_writes += written
             if written:
                 self.persist()
             return json_response(result, status=status)
@@ -266,17 +269,17 @@ class Emulator:
             if request.method == "GET":
                 self.guard(request, "RegistryRead")
                 dev = reg.get(device_id)
-                st.registry_reads += 1
+                self.stats.registry_reads += 1
                 return json_response(dev, etag=dev["etag"])
             self.guard(request, "RegistryWrite")
             if request.method == "PUT":
                 body = await self.read_json(request)
                 dev = reg.put(device_id, body, request.headers.get("if-match"))
-                st.registry_writes += 1
+                self.stats.registry_writes += 1
                 self.persist()
                 return json_response(dev, etag=dev["etag"])
             reg.delete(device_id, request.headers.get("if-match"))
-            st.registry_writes += 1
+            self.stats.registry_writes += 1
             self.persist()
             return Response(status_code=204, headers={"Content-Length": "0"})
         routes.append(device)
@@ -284,14 +287,14 @@ class Emulator:
         @self.hub_route("/devices/{device_id}/modules", ["GET"], "modules")
         async def modules(request: Request) -> Response:
             self.guard(request, "RegistryRead")
-            st.registry_reads += 1
+            self.stats.registry_reads += 1
             return json_response(reg.list_modules(request.path_params["device_id"]))
         routes.append(modules)
 
         @self.hub_route("/devices/{device_id}/modules/{module_id}", ["GET"], "module")
         async def module(request: Request) -> Response:
             self.guard(request, "RegistryRead")
-            st.registry_reads += 1
+            self.stats.registry_reads += 1
             mod = reg.get_module(request.path_params["device_id"], request.path_params["module_id"])
             return json_response(mod, etag=mod["etag"])
         routes.append(module)
@@ -302,18 +305,18 @@ class Emulator:
             if request.method == "GET":
                 self.guard(request, "RegistryRead", kind=None)
                 doc = reg.get_twin(device_id)
-                st.twin_reads += 1
+                self.stats.twin_reads += 1
                 return json_response(doc, etag=doc["etag"])
             self.guard(request, "ServiceConnect", kind=None)
             body = await self.read_json(request)
             doc = reg.update_twin(device_id, body, request.headers.get("if-match"), replace=request.method == "PUT")
-            st.twin_writes += 1
+            self.stats.twin_writes += 1
             self.persist()
             return json_response(doc, etag=doc["etag"])
         routes.append(twin)
 
         async def stats(request: Request) -> Response:
-            return JSONResponse(st.as_json(reg))
+            return JSONResponse(self.stats.as_json(reg))
 
         async def reset(request: Request) -> Response:
             self.reset()

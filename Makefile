@@ -1,0 +1,43 @@
+# fleet.azure_iot: `make demo` runs the main job on the local emulator, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all venv test test-unit test-emulator test-integration demo bench clean
+
+all: test
+
+$(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml
+	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
+	@echo "Creating $(VENV) with $(PYTHON)"
+	@rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+test-unit: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit
+
+test-emulator: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/emulator
+
+test-integration: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/integration
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+bench: venv
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .demo .bench tests/output
