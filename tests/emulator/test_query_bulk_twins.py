@@ -152,7 +152,9 @@ def test_bulk_etag_mismatch_and_unknown_mode(hub):
 
 def test_bulk_duplicates_and_limits(hub):
     dup = hub.bulk([{"id": "d", "importMode": "create"}, {"id": "d", "importMode": "delete"}])
-    assert dup.status_code == 400 and dup.headers["iothub-errorcode"] == "DeviceDefinedMultipleTimes"
+    assert dup.status_code == 400
+    assert dup.json()["isSuccessful"] is False
+    assert [(e["deviceId"], e["errorCode"]) for e in dup.json()["errors"]] == [("d", "DeviceDefinedMultipleTimes")]
     assert hub.get_device("d").status_code == 404  # nothing applied
     many = hub.bulk([{"id": f"n{i}", "importMode": "create"} for i in range(101)])
     assert many.status_code == 413 and many.headers["iothub-errorcode"] == "TooManyDevices"

@@ -28,21 +28,30 @@ def swagger() -> dict:
     return json.loads(SWAGGER_PATH.read_text())
 
 
-def _convert(node):
-    if isinstance(node, list):
-        return [_convert(x) for x in node]
-    if not isinstance(node, dict):
-        return node
-    node = {k: _convert(v) for k, v in node.items() if not k.startswith("x-") and k not in ("description", "example")}
-    if node.get("type") == "object" and "properties" not in node and "$ref" not in node:
+def _convert(schema):
+    """Swagger 2.0 schema -> JSON Schema (walks schemas structurally, never property maps)."""
+    if not isinstance(schema, dict):
+        return schema
+    s = {k: v for k, v in schema.items() if not k.startswith("x-") and k not in ("description", "example", "title")}
+    if "$ref" in s:
+        return {"$ref": s["$ref"]}
+    if s.get("type") == "object" and "properties" not in s:
         return {}
-    if "properties" in node:
-        node.setdefault("additionalProperties", False)
-        node["properties"] = {name: _nullable(s) for name, s in node["properties"].items()}
-    return node
+    if "properties" in s:
+        s["properties"] = {name: _nullable(_convert(p)) for name, p in s["properties"].items()}
+        s.setdefault("additionalProperties", False)
+    if isinstance(s.get("additionalProperties"), dict):
+        s["additionalProperties"] = _convert(s["additionalProperties"])
+    if "items" in s:
+        s["items"] = _convert(s["items"])
+    if "allOf" in s:
+        s["allOf"] = [_convert(x) for x in s["allOf"]]
+    return s
 
 
 def _nullable(schema: dict) -> dict:
+    if not schema:
+        return schema
     if "$ref" in schema:
         return {"anyOf": [{"$ref": schema["$ref"]}, {"type": "null"}]}
     if "type" in schema and isinstance(schema["type"], str):

@@ -591,15 +591,21 @@ class Registry:
             raise ApiError(413, "TooManyDevices",
                            f"Too many devices were included in the bulk operation: {len(entries)}, the maximum is {MAX_BULK}")
         seen: set[str] = set()
+        repeated: list[str] = []
         for e in entries:
             did = e.get("id") if isinstance(e, dict) else None
             if not isinstance(did, str) or not did:
                 raise bad_request("Every bulk entry needs an id", code="ArgumentNull")
-            if did in seen:
-                # CHOICE: the whole request is refused and nothing is applied.
-                raise bad_request(f"Device {did!r} was defined multiple times in the request",
-                                  code="DeviceDefinedMultipleTimes")
+            if did in seen and did not in repeated:
+                repeated.append(did)
             seen.add(did)
+        if repeated:
+            # The swagger types a bulk 400 as BulkRegistryOperationResult and lists DeviceDefinedMultipleTimes
+            # among its per-device codes.  CHOICE: the whole request is refused and nothing is applied.
+            errors = [{"deviceId": did, "errorCode": "DeviceDefinedMultipleTimes",
+                       "errorStatus": f"Device {did!r} was defined multiple times in the request",
+                       "moduleId": None, "operation": None} for did in repeated]
+            return 400, {"isSuccessful": False, "errors": errors, "warnings": []}, 0
         errors, written = [], 0
         for e in entries:
             try:
