@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Attribute documentation shared by the collection's modules."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+"""
+
+    ACTIONGROUP_IOTHUB = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/fleet.azure_iot.iothub) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - fleet.azure_iot.iothub
+"""
+
+    ACTIONGROUP_IOTCENTRAL = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/fleet.azure_iot.iotcentral) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - fleet.azure_iot.iotcentral
+"""
+
+    INFO_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details: This module only reads; it runs the same in check mode.
+  diff_mode:
+    support: N/A
+    details: This module only reads.
+"""

@@ -1,0 +1,205 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: HTTPS through httpx with bounded, jittered retries and the services' errors.
+
+Retry rules (docs/reliability.md):
+- 429 is retried for every request: a throttled request was rejected before it was processed.
+- 5xx and transport errors are retried for *safe* requests only: reads, and writes whose precondition makes
+  a repeat harmless (a create without If-Match, a write with If-Match <etag>, a bulk call of conditional
+  entries): if the first attempt was applied, the repeat fails with 409/412/404 and the caller re-reads.
+  An unsafe write that may have been applied raises ``AmbiguousWriteError``; the caller must re-read.
+- A connection that could not be opened is retried for every request: nothing was sent.
+- The first wait follows the service: ``Retry-After`` when present, else the "Wait N seconds" of a 429
+  body (IoT Hub sends no Retry-After, iot-api.md §6), else 10 s for 429 and 2 s otherwise; the
+  ``retry_backoff_seconds`` option overrides it.  Each later wait doubles (at most 60 s), with jitter
+  (a random 50-100 % of the step); ``max_retries`` and ``retry_budget_seconds`` bound the total.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import httpx
+
+RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+WAIT_IN_BODY = re.compile(r"Wait (\d+(?:\.\d+)?) seconds", re.IGNORECASE)
+MAX_STEP_SECONDS = 60.0
+
+
+class IoTApiError(Exception):
+    """An error answer of IoT Hub or IoT Central, or a request that could not be completed."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 service_message: str | None = None, request_id: str | None = None, attempts: int = 1):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.service_message = service_message
+        self.request_id = request_id
+        self.attempts = attempts
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "code": self.code, "message": self.service_message,
+                "request_id": self.request_id, "attempts": self.attempts}
+
+
+class AmbiguousWriteError(IoTApiError):
+    """A write that may or may not have been applied (lost answer, 5xx): re-read before deciding."""
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 8
+    budget_seconds: float = 300.0
+    backoff_seconds: float | None = None  # None: follow what the service asks for
+    sleep: object = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def first_wait(self, response) -> float:
+        if self.backoff_seconds is not None:
+            return self.backoff_seconds
+        if response is not None:
+            retry_after = response.headers.get("retry-after")
+            if retry_after:
+                try:
+                    return max(0.0, float(retry_after))
+                except ValueError:
+                    pass
+            if response.status_code == 429:
+                m = WAIT_IN_BODY.search(response.text or "")
+                return float(m.group(1)) if m else 10.0
+        return 2.0
+
+    def delay(self, attempt: int, response) -> float:
+        step = min(self.first_wait(response) * (2 ** attempt), MAX_STEP_SECONDS)
+        return step * (0.5 + 0.5 * self.rng.random())
+
+
+def parse_error(response) -> tuple[str | None, str | None, str | None]:
+    """(code, message, request id) from IoT Hub's envelopes A and B or IoT Central's {"error": {...}}."""
+    code = response.headers.get("iothub-errorcode") or response.headers.get("x-ms-error-code")
+    request_id = response.headers.get("x-ms-request-id")
+    message = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), dict):  # IoT Central
+            err = body["error"]
+            code = code or err.get("code")
+            message = err.get("message")
+            request_id = request_id or err.get("requestId")
+        elif isinstance(body.get("Message"), str):  # IoT Hub
+            raw = body["Message"]
+            inner = None
+            if raw.startswith("{"):
+                try:
+                    inner = json.loads(raw)  # envelope B: JSON inside Message
+                except ValueError:
+                    inner = None
+            if isinstance(inner, dict):
+                message = inner.get("message")
+                code = code or str(inner.get("errorCode"))
+            elif raw.startswith("ErrorCode:"):
+                head, _, rest = raw.partition(";")
+                code = code or head[len("ErrorCode:"):]
+                message = rest or head
+            else:
+                message = raw
+    if message is None and response.text:
+        message = response.text[:500]
+    return code, message, request_id
+
+
+def error_from_response(response, what: str, attempts: int = 1) -> IoTApiError:
+    code, message, request_id = parse_error(response)
+    text = f"{what} failed: HTTP {response.status_code}"
+    if code:
+        text += f" {code}"
+    if message and message != code:
+        text += f": {message}"
+    if request_id:
+        text += f" (x-ms-request-id: {request_id})"
+    return IoTApiError(text, response.status_code, code, message, request_id, attempts)
+
+
+class HttpClient:
+    """httpx with TLS verification by default, an Authorization header source, and the retry rules above."""
+
+    def __init__(self, base_url: str, credential, *, api_version: str | None, verify=True, ca_path: str | None = None,
+                 timeout: float = 30.0, policy: RetryPolicy | None = None, service: str = "IoT Hub"):
+        if ca_path:
+            verify = ssl.create_default_context(cafile=ca_path)
+        self.base_url = base_url.rstrip("/")
+        self.credential = credential
+        self.api_version = api_version
+        self.policy = policy or RetryPolicy()
+        self.service = service
+        self.requests_sent = 0
+        self._http = httpx.Client(base_url=self.base_url, verify=verify, timeout=timeout,
+                                  headers={"User-Agent": "fleet.azure_iot"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, json_body=None, headers: dict | None = None,
+                params: dict | None = None, safe: bool, what: str | None = None, url: str | None = None):
+        """Send a request; retry per the rules above; return the final response (any status < 429 except 5xx).
+
+        ``safe`` says whether a repeat is harmless (reads, conditional writes).  ``url`` (absolute) overrides
+        ``path`` and the api-version, for nextLink paging.
+        """
+        what = what or f"{method} {path}"
+        query = dict(params or {})
+        if self.api_version and url is None:
+            query.setdefault("api-version", self.api_version)
+        attempt, waited = 0, 0.0
+        while True:
+            h = {"Authorization": self.credential.header(), "Accept": "application/json"}
+            if json_body is not None:
+                h["Content-Type"] = "application/json; charset=utf-8"
+            h.update(headers or {})
+            response, transport_error, sent = None, None, True
+            try:
+                self.requests_sent += 1
+                response = self._http.request(method, url or path, params=None if url else query,
+                                              json=json_body, headers=h)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                transport_error, sent = exc, False
+            except httpx.TransportError as exc:  # read/write errors, timeouts, dropped connections
+                transport_error = exc
+            if response is not None and response.status_code not in RETRYABLE_STATUS:
+                return response
+            retryable = (response is not None and response.status_code == 429) or not sent or safe
+            if not retryable:
+                if response is not None:
+                    err = error_from_response(response, what, attempt + 1)
+                    raise AmbiguousWriteError(str(err) + "; the write may have been applied", err.status, err.code,
+                                              err.service_message, err.request_id, attempt + 1)
+                raise AmbiguousWriteError(f"{what}: the connection failed after the request was sent "
+                                          f"({type(transport_error).__name__}: {transport_error}); the write may "
+                                          "have been applied", attempts=attempt + 1)
+            delay = self.policy.delay(attempt, response)
+            if attempt >= self.policy.max_retries or waited + delay > self.policy.budget_seconds:
+                reason = (f"gave up after {attempt + 1} attempts and {waited:.1f}s of waiting "
+                          f"(max_retries={self.policy.max_retries}, retry_budget_seconds={self.policy.budget_seconds:g})")
+                if response is not None:
+                    err = error_from_response(response, what, attempt + 1)
+                    err.args = (f"{err}; {reason}",)
+                    if not safe and response.status_code != 429:
+                        raise AmbiguousWriteError(str(err), err.status, err.code, err.service_message,
+                                                  err.request_id, attempt + 1)
+                    raise err
+                cls = IoTApiError if (safe or not sent) else AmbiguousWriteError
+                raise cls(f"{what}: {type(transport_error).__name__}: {transport_error}; {reason}",
+                          attempts=attempt + 1)
+            self.policy.sleep(delay)
+            waited += delay
+            attempt += 1

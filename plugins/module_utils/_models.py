@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: pydantic models of the IoT Hub API objects and of a device's desired state.
+
+API models use the service's camelCase names (aliases) and keep fields they do not declare (``extra="allow"``)
+so that a read-modify-write echoes everything the service returned.  ``DeviceSpec`` validates user input
+before any request; its field names are the modules' option names, so every error names the option.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Dict, List, Literal, Optional
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
+THUMBPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$")
+EDGE_SCOPE_PREFIX = "ms-azure-iot-edge://"
+STATUS_REASON_MAX = 128
+AUTH_TYPES = {"sas": "sas", "self_signed": "selfSigned", "certificate_authority": "certificateAuthority", "none": "none"}
+AUTH_TYPES_BACK = {v: k for k, v in AUTH_TYPES.items()}
+ID_RULE = ("up to 128 characters: ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '")
+
+
+def check_device_id(value: str, option: str = "device_id") -> str:
+    if not isinstance(value, str) or not DEVICE_ID_RE.match(value):
+        raise ValueError(f"{option} {value!r} is not a valid IoT Hub device id: {ID_RULE}")
+    return value
+
+
+def check_key(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (for example the output of 'openssl rand -base64 32')") from None
+    if not 16 <= len(raw) <= 64:
+        raise ValueError(f"must decode to 16 to 64 bytes, not {len(raw)} (use 'openssl rand -base64 32')")
+    return value
+
+
+def parent_id_of_scope(scope: Optional[str]) -> Optional[str]:
+    """Best-effort device id from an edge scope, for display only (scopes are opaque, iot-api.md §5)."""
+    if not scope:
+        return None
+    if scope.startswith(EDGE_SCOPE_PREFIX) and "-" in scope[len(EDGE_SCOPE_PREFIX):]:
+        return scope[len(EDGE_SCOPE_PREFIX):scope.rindex("-")]
+    return scope
+
+
+# --------------------------------------------------------------------------- API objects (camelCase)
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+class SymmetricKey(_ApiModel):
+    primary_key: Optional[str] = Field(default=None, alias="primaryKey")
+    secondary_key: Optional[str] = Field(default=None, alias="secondaryKey")
+
+
+class X509Thumbprint(_ApiModel):
+    primary_thumbprint: Optional[str] = Field(default=None, alias="primaryThumbprint")
+    secondary_thumbprint: Optional[str] = Field(default=None, alias="secondaryThumbprint")
+
+
+class AuthenticationMechanism(_ApiModel):
+    symmetric_key: Optional[SymmetricKey] = Field(default=None, alias="symmetricKey")
+    x509_thumbprint: Optional[X509Thumbprint] = Field(default=None, alias="x509Thumbprint")
+    type: Literal["sas", "selfSigned", "certificateAuthority", "none"] = "sas"
+
+
+class DeviceCapabilities(_ApiModel):
+    iot_edge: bool = Field(default=False, alias="iotEdge")
+
+
+class Device(_ApiModel):
+    """The identity returned by GET/PUT /devices/{id} (swagger ``Device``)."""
+
+    device_id: str = Field(alias="deviceId")
+    generation_id: Optional[str] = Field(default=None, alias="generationId")
+    etag: Optional[str] = None
+    status: Literal["enabled", "disabled"] = "enabled"
+    status_reason: Optional[str] = Field(default=None, alias="statusReason")
+    authentication: AuthenticationMechanism = Field(default_factory=AuthenticationMechanism)
+    capabilities: DeviceCapabilities = Field(default_factory=DeviceCapabilities)
+    device_scope: Optional[str] = Field(default=None, alias="deviceScope")
+    parent_scopes: List[str] = Field(default_factory=list, alias="parentScopes")
+
+    @property
+    def is_edge(self) -> bool:
+        return self.capabilities.iot_edge
+
+    @property
+    def parent_scope(self) -> str:
+        """The parent's scope: parentScopes[0] for an edge device, deviceScope for a leaf (iot-api.md §5)."""
+        if self.is_edge:
+            return self.parent_scopes[0] if self.parent_scopes else ""
+        return self.device_scope or ""
+
+    def to_api(self) -> Dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=False)
+
+
+class BulkError(_ApiModel):
+    device_id: Optional[str] = Field(default=None, alias="deviceId")
+    error_code: Optional[str] = Field(default=None, alias="errorCode")
+    error_status: Optional[str] = Field(default=None, alias="errorStatus")
+    operation: Optional[str] = None
+
+
+class BulkResult(_ApiModel):
+    is_successful: Optional[bool] = Field(default=None, alias="isSuccessful")
+    errors: List[BulkError] = Field(default_factory=list)
+    warnings: List[Dict[str, Any]] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- desired state (option names)
+class DeviceSpec(BaseModel):
+    """What the user declares for one device.  ``None`` means "not managed: keep what the hub has"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    state: Literal["present", "absent"] = "present"
+    auth_type: Optional[Literal["sas", "self_signed", "certificate_authority", "none"]] = None
+    primary_key: Optional[str] = None
+    secondary_key: Optional[str] = None
+    primary_thumbprint: Optional[str] = None
+    secondary_thumbprint: Optional[str] = None
+    status: Optional[Literal["enabled", "disabled"]] = None
+    status_reason: Optional[str] = None
+    edge_enabled: Optional[bool] = None
+    parent: Optional[str] = None
+    tags: Optional[Dict[str, Any]] = None
+    desired_properties: Optional[Dict[str, Any]] = None
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v):
+        return check_device_id(v)
+
+    @field_validator("parent")
+    @classmethod
+    def _parent(cls, v):
+        if v in (None, ""):
+            return v
+        return check_device_id(v, "parent")
+
+    @field_validator("primary_key", "secondary_key")
+    @classmethod
+    def _keys(cls, v):
+        return check_key(v)
+
+    @field_validator("primary_thumbprint", "secondary_thumbprint")
+    @classmethod
+    def _thumbprints(cls, v):
+        if v is None:
+            return None
+        if not THUMBPRINT_RE.match(v):
+            raise ValueError("must be 40 (SHA-1) or 64 (SHA-256) hexadecimal digits, without colons or spaces")
+        return v.upper()
+
+    @field_validator("status_reason")
+    @classmethod
+    def _status_reason(cls, v):
+        if v is not None and len(v) > STATUS_REASON_MAX:
+            raise ValueError(f"is {len(v)} characters long; IoT Hub allows at most {STATUS_REASON_MAX}")
+        return v
+
+    @model_validator(mode="after")
+    def _exclusive(self):
+        has_keys = self.primary_key is not None or self.secondary_key is not None
+        has_tp = self.primary_thumbprint is not None or self.secondary_thumbprint is not None
+        if has_keys and has_tp:
+            raise ValueError("primary_key/secondary_key and primary_thumbprint/secondary_thumbprint are mutually "
+                             "exclusive: a device authenticates with SAS keys or with x509 thumbprints")
+        if self.auth_type in ("self_signed", "certificate_authority", "none") and has_keys:
+            raise ValueError(f"auth_type={self.auth_type} takes no primary_key/secondary_key; use auth_type=sas")
+        if self.auth_type in ("sas", "certificate_authority", "none") and has_tp:
+            raise ValueError(f"auth_type={self.auth_type} takes no thumbprints; use auth_type=self_signed")
+        if self.secondary_thumbprint is not None and self.primary_thumbprint is None:
+            raise ValueError("secondary_thumbprint needs primary_thumbprint")
+        if self.parent and self.parent == self.device_id:
+            raise ValueError("parent: a device cannot be its own parent")
+        return self
+
+    @property
+    def wanted_auth_type(self) -> Optional[str]:
+        """The API auth type the options ask for, or None when they leave it to the hub."""
+        if self.auth_type:
+            return AUTH_TYPES[self.auth_type]
+        if self.primary_key is not None or self.secondary_key is not None:
+            return "sas"
+        if self.primary_thumbprint is not None:
+            return "selfSigned"
+        return None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the option; never echoes the rejected value (it may be a key)."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err.get("type") == "extra_forbidden":
+            msg = "is not a known option"
+        elif err.get("type") == "literal_error":
+            msg = "must be one of " + str(err.get("ctx", {}).get("expected", ""))
+        name = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        if name and not msg.startswith(loc or "\0"):
+            lines.append(f"{name}: {msg}")
+        else:
+            lines.append(msg)
+    return "; ".join(lines)

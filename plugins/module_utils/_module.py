@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: what every IoT Hub module shares: connection options, client construction,
+secret redaction and turning errors into ``fail_json``."""
+
+from __future__ import annotations
+
+import copy
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
+    IOTHUB_SCOPE,
+    AuthError,
+    EntraCredential,
+    SasCredential,
+    parse_connection_string,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError, check_requirements
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, EtagConflict, IoTHubClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, PlanError
+
+# Shared by every module of the fleet.azure_iot.iothub action group (doc fragment: fleet.azure_iot.iothub).
+RETRY_ARGS = dict(
+    timeout=dict(type="float", default=30.0),
+    max_retries=dict(type="int", default=8),
+    retry_budget_seconds=dict(type="float", default=300.0),
+    retry_backoff_seconds=dict(type="float"),
+)
+IOTHUB_ARGS = dict(
+    connection_string=dict(type="str", no_log=True, fallback=(env_fallback, ["IOTHUB_CONNECTION_STRING"])),
+    hostname=dict(type="str", fallback=(env_fallback, ["IOTHUB_HOSTNAME"])),
+    auth_mode=dict(type="str", choices=["sas", "entra"]),
+    ca_path=dict(type="path", fallback=(env_fallback, ["IOTHUB_CA_PATH"])),
+    validate_certs=dict(type="bool", default=True),
+    **RETRY_ARGS,
+)
+
+
+class ModuleFailure(Exception):
+    """A failure to report with fail_json: a message plus structured details."""
+
+    def __init__(self, msg: str, **details):
+        super().__init__(msg)
+        self.details = details
+
+
+def retry_policy(params: dict) -> RetryPolicy:
+    for opt in ("max_retries", "retry_budget_seconds", "retry_backoff_seconds", "timeout"):
+        value = params.get(opt)
+        if value is not None and value < 0:
+            raise ModuleFailure(f"{opt} must not be negative")
+    return RetryPolicy(max_retries=params["max_retries"], budget_seconds=params["retry_budget_seconds"],
+                       backoff_seconds=params.get("retry_backoff_seconds"))
+
+
+def build_hub_client(params: dict) -> IoTHubClient:
+    """Validate the connection options (before any request) and build the client."""
+    cs, hostname, mode = params.get("connection_string"), params.get("hostname"), params.get("auth_mode")
+    if mode is None:
+        mode = "sas" if cs else ("entra" if hostname else None)
+    if mode is None:
+        raise ModuleFailure("No IoT Hub connection: set connection_string (or IOTHUB_CONNECTION_STRING) for SAS, "
+                            "or hostname (or IOTHUB_HOSTNAME) with auth_mode=entra for Entra ID")
+    if mode == "sas":
+        if not cs:
+            raise ModuleFailure("auth_mode=sas needs connection_string (or IOTHUB_CONNECTION_STRING)")
+        parts = parse_connection_string(cs)
+        host = parts["HostName"]
+        if hostname and params.get("auth_mode") == "sas" and hostname.lower() != host.lower():
+            raise ModuleFailure(f"hostname {hostname!r} differs from the HostName of connection_string; drop one")
+        credential = SasCredential(host, parts["SharedAccessKeyName"], parts["SharedAccessKey"])
+    else:
+        if not hostname:
+            raise ModuleFailure("auth_mode=entra needs hostname (or IOTHUB_HOSTNAME), e.g. myhub.azure-devices.net")
+        host = hostname.strip().rstrip("/")
+        if "://" in host:
+            raise ModuleFailure(f"hostname {hostname!r} must be a host name (with an optional :port), not a URL")
+        credential = EntraCredential(IOTHUB_SCOPE)
+    http = HttpClient(f"https://{host}", credential, api_version=API_VERSION, verify=params["validate_certs"],
+                      ca_path=params.get("ca_path"), timeout=params["timeout"], policy=retry_policy(params))
+    return IoTHubClient(http, host)
+
+
+def redact_device(device, keep_secrets: bool):
+    """A copy of a device identity with its symmetric keys replaced, unless secrets were asked for."""
+    if device is None or keep_secrets:
+        return device
+    out = copy.deepcopy(device)
+    keys = (out.get("authentication") or {}).get("symmetricKey")
+    if isinstance(keys, dict):
+        for k in ("primaryKey", "secondaryKey"):
+            if keys.get(k):
+                keys[k] = REDACTED
+    return out
+
+
+def device_secrets(device) -> list:
+    keys = ((device or {}).get("authentication") or {}).get("symmetricKey") or {}
+    return [v for v in (keys.get("primaryKey"), keys.get("secondaryKey")) if v]
+
+
+def hide_secrets(module: AnsibleModule, device, keep_secrets: bool) -> None:
+    """Defence in depth: mask the service-generated keys anywhere in the output (kubernetes.core pattern)."""
+    if not keep_secrets:
+        for value in device_secrets(device):
+            module.no_log_values.add(value)
+
+
+def device_connection_string(host: str, device) -> str | None:
+    keys = ((device or {}).get("authentication") or {}).get("symmetricKey") or {}
+    if not keys.get("primaryKey"):
+        return None
+    return f"HostName={host};DeviceId={device['deviceId']};SharedAccessKey={keys['primaryKey']}"
+
+
+def run_module(module: AnsibleModule, body) -> None:
+    """Run ``body(module) -> result dict`` and turn every known failure into a clear fail_json."""
+    check_requirements(module)
+    try:
+        result = body(module)
+    except ModuleFailure as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    except ValidationError as exc:
+        module.fail_json(msg=f"Invalid input: {format_validation_error(exc)}")
+    except (AuthError, PlanError, EtagConflict) as exc:
+        module.fail_json(msg=str(exc))
+    except IoTApiError as exc:
+        module.fail_json(msg=str(exc), error=exc.to_dict())
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg=f"Unexpected error: {type(exc).__name__}: {exc}", exception=traceback.format_exc())
+    module.exit_json(**result)
