@@ -167,7 +167,7 @@ def plan_device(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scop
         if after["status_reason"] is not None:
             body["statusReason"] = after["status_reason"]
         _apply_scopes(body, after, None)
-        if body.get("deviceScope") is None:
+        if not body.get("deviceScope"):
             body.pop("deviceScope", None)
         changes = {f: (None, after[f]) for f in FIELDS if after[f] not in (None, "", False) or f == "edge_enabled"}
         return DevicePlan(spec.device_id, "create", changes, body, None, None, after)

@@ -103,6 +103,10 @@ class EmulatorProcess:
     def configure(self, **settings) -> dict:
         return self._control("POST", "config", json=settings)
 
+    def race(self, device_id: str, patch: dict, times: int = 1) -> dict:
+        """Arm another writer: right after the next GET of DEVICE_ID, PATCH-like replace it with PATCH."""
+        return self._control("POST", "race", json={"device_id": device_id, "patch": patch, "times": times})
+
     def ansible_env(self) -> dict[str, str]:
         """What a pipeline would export after sourcing emulator.env."""
         return {k: v for k, v in self.env.items() if k.startswith(("IOTHUB_", "IOTCENTRAL_"))}

@@ -107,6 +107,7 @@ class Stats:
     twin_writes: int = 0
     write_requests: int = 0
     throttled: int = 0
+    races_applied: int = 0
     responses_by_status: Counter = field(default_factory=Counter)
     faults_injected: Counter = field(default_factory=Counter)
     requests_by_route: Counter = field(default_factory=Counter)
@@ -117,6 +118,7 @@ class Stats:
             "registry_writes": self.registry_writes, "bulk_calls": self.bulk_calls,
             "query_pages": self.query_pages, "twin_reads": self.twin_reads, "twin_writes": self.twin_writes,
             "write_requests": self.write_requests, "throttled": self.throttled,
+            "races_applied": self.races_applied,
             "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
             "faults_injected": dict(self.faults_injected),
             "requests_by_route": dict(self.requests_by_route),
@@ -152,6 +154,7 @@ class Emulator:
         self.fault_rng = random.Random(settings.fault_seed)
         self.throttle = Throttle(parse_throttle(settings.throttle))
         self.extra_routes: list[Route] = []
+        self.races: dict[str, dict] = {}
         if settings.state_file and Path(settings.state_file).exists():
             self.load_state(json.loads(Path(settings.state_file).read_text()))
 
@@ -270,6 +273,7 @@ class Emulator:
                 self.guard(request, "RegistryRead")
                 dev = reg.get(device_id)
                 self.stats.registry_reads += 1
+                self._run_race(device_id)
                 return json_response(dev, etag=dev["etag"])
             self.guard(request, "RegistryWrite")
             if request.method == "PUT":
@@ -330,6 +334,14 @@ class Emulator:
                     return JSONResponse({"error": str(exc)}, status_code=400)
             return JSONResponse(self.settings.public())
 
+        async def race(request: Request) -> Response:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("device_id"), str) \
+                    or not isinstance(body.get("patch", {}), dict):
+                return JSONResponse({"error": 'body: {"device_id": str, "patch": {...}, "times": int}'}, status_code=400)
+            self.races[body["device_id"]] = {"patch": body.get("patch", {}), "remaining": int(body.get("times", 1))}
+            return JSONResponse({"armed": body["device_id"]})
+
         async def health(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
 
@@ -338,11 +350,26 @@ class Emulator:
             Route("/_emulator/reset", reset, methods=["POST"]),
             Route("/_emulator/config", config, methods=["GET", "POST"]),
             Route("/_emulator/health", health, methods=["GET"]),
+            Route("/_emulator/race", race, methods=["POST"]),
         ]
         return routes + self.extra_routes
 
+    def _run_race(self, device_id: str) -> None:
+        """Another writer changes the device just after a client read it (POST /_emulator/race)."""
+        race = self.races.get(device_id)
+        if not race:
+            return
+        race["remaining"] -= 1
+        if race["remaining"] <= 0:
+            self.races.pop(device_id)
+        current = self.registry.devices[device_id]
+        body = {**current, **race["patch"]}
+        self.registry.put(device_id, body, "*")
+        self.stats.races_applied += 1
+
     def reset(self) -> None:
         self.registry.reset()
+        self.races.clear()
         self.stats = Stats()
         self.throttle = Throttle(self.throttle.limits)
         self.persist()
