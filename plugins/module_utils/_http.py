@@ -130,6 +130,21 @@ def error_from_response(response, what: str, attempts: int = 1) -> IoTApiError:
     return IoTApiError(text, response.status_code, code, message, request_id, attempts)
 
 
+def _tls_failure(exc: BaseException) -> str | None:
+    """The reason of an SSL verification error anywhere in the exception chain, else None."""
+    seen = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur.verify_message or str(cur)
+        if isinstance(cur, ssl.SSLError):
+            return str(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = str(exc)
+    return text if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text.upper().split(":")[0] else None
+
+
 class HttpClient:
     """httpx with TLS verification by default, an Authorization header source, and the retry rules above."""
 
@@ -172,6 +187,11 @@ class HttpClient:
                 response = self._http.request(method, url or path, params=None if url else query,
                                               json=json_body, headers=h)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                tls = _tls_failure(exc)
+                if tls is not None:  # a certificate problem does not go away by waiting
+                    raise IoTApiError(f"{what}: TLS certificate verification failed for {self.base_url}: {tls}; set "
+                                      "ca_path to the CA that signed the service's certificate (the emulator writes "
+                                      "it to IOTHUB_CA_PATH), or validate_certs=false for throw-away tests") from None
                 transport_error, sent = exc, False
             except httpx.TransportError as exc:  # read/write errors, timeouts, dropped connections
                 transport_error = exc

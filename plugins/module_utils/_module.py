@@ -119,18 +119,24 @@ def device_connection_string(host: str, device) -> str | None:
 
 
 def run_module(module: AnsibleModule, body) -> None:
-    """Run ``body(module) -> result dict`` and turn every known failure into a clear fail_json."""
+    """Run ``body(module) -> result dict`` and turn every known failure into a clear fail_json.
+
+    fail_json is called outside the ``except`` blocks: ansible-core >= 2.19 attaches the exception being
+    handled to the result, which would print a traceback for a plain input error."""
     check_requirements(module)
+    failure = None
     try:
         result = body(module)
     except ModuleFailure as exc:
-        module.fail_json(msg=str(exc), **exc.details)
+        failure = dict(msg=str(exc), **exc.details)
     except ValidationError as exc:
-        module.fail_json(msg=f"Invalid input: {format_validation_error(exc)}")
+        failure = dict(msg=f"Invalid input: {format_validation_error(exc)}")
     except (AuthError, PlanError, EtagConflict) as exc:
-        module.fail_json(msg=str(exc))
+        failure = dict(msg=str(exc))
     except IoTApiError as exc:
-        module.fail_json(msg=str(exc), error=exc.to_dict())
+        failure = dict(msg=str(exc), error=exc.to_dict())
     except Exception as exc:  # pylint: disable=broad-except
-        module.fail_json(msg=f"Unexpected error: {type(exc).__name__}: {exc}", exception=traceback.format_exc())
+        failure = dict(msg=f"Unexpected error: {type(exc).__name__}: {exc}", exception=traceback.format_exc())
+    if failure is not None:
+        module.fail_json(**failure)
     module.exit_json(**result)
