@@ -1,0 +1,23 @@
+"""The playbook behind `make demo` converges and is idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import counting
+
+PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "demo_edge_gateway.yml"
+
+
+def test_demo_playbook_twice(ansible, emulator, hub):
+    first = ansible.run(PLAYBOOK)
+    assert first.rc == 0, first.output[-3000:]
+    assert "Ensure the IoT Edge gateway" in first.changed_tasks()
+    gw = hub.get_device("plant-gw").json()
+    for sensor in ("line1-sensor-1", "line1-sensor-2"):
+        assert hub.get_device(sensor).json()["deviceScope"] == gw["deviceScope"]
+    with counting(emulator) as w:
+        second = ansible.run(PLAYBOOK)
+    assert second.rc == 0 and second.changed_tasks() == [] and w.writes == 0
+    tree = second.task("Show the hierarchy").result["msg"]
+    assert tree[0].startswith("plant-gw") and len(tree) == 3
