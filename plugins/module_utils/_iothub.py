@@ -6,6 +6,7 @@ loop shared by the modules."""
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
@@ -37,17 +38,31 @@ class EtagConflict(Exception):
     """The device changed since the etag the user pinned."""
 
 
-@dataclass
 class Counters:
-    gets: int = 0
-    writes: int = 0
-    query_pages: int = 0
-    bulk_calls: int = 0
-    registry_operations: int = 0
+    """Requests made, by kind (thread-safe: the bulk module sends in parallel)."""
+
+    KINDS = ("gets", "writes", "query_pages", "bulk_calls", "registry_operations")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._n = dict.fromkeys(self.KINDS, 0)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for k, v in deltas.items():
+                self._n[k] += v
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._n[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def as_dict(self) -> Dict[str, int]:
-        return {"gets": self.gets, "writes": self.writes, "query_pages": self.query_pages,
-                "bulk_calls": self.bulk_calls, "registry_operations": self.registry_operations}
+        with self._lock:
+            return dict(self._n)
 
 
 class IoTHubClient:
@@ -59,8 +74,7 @@ class IoTHubClient:
     # ----------------------------------------------------------------- identities
     def get_device(self, device_id: str) -> Optional[Dict[str, Any]]:
         r = self.http.request("GET", f"/devices/{_q(device_id)}", safe=True, what=f"GET device {device_id!r}")
-        self.counters.gets += 1
-        self.counters.registry_operations += 1
+        self.counters.add(gets=1, registry_operations=1)
         if r.status_code == 404:
             return None
         if r.status_code != 200:
@@ -76,15 +90,29 @@ class IoTHubClient:
         headers = {"If-Match": f'"{etag}"'} if etag else {}
         what = f"{'update' if etag else 'create'} device {device_id!r}"
         r = self.http.request("PUT", f"/devices/{_q(device_id)}", json_body=body, headers=headers, safe=True, what=what)
-        self.counters.writes += 1
-        self.counters.registry_operations += 1
+        self.counters.add(writes=1, registry_operations=1)
         return r
 
     def delete_device(self, device_id: str, etag: str):
         r = self.http.request("DELETE", f"/devices/{_q(device_id)}", headers={"If-Match": f'"{etag}"'}, safe=True,
                               what=f"delete device {device_id!r}")
-        self.counters.writes += 1
-        self.counters.registry_operations += 1
+        self.counters.add(writes=1, registry_operations=1)
+        return r
+
+    def get_twin(self, device_id: str) -> Optional[Dict[str, Any]]:
+        r = self.http.request("GET", f"/twins/{_q(device_id)}", safe=True, what=f"GET twin {device_id!r}")
+        self.counters.add(gets=1)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise error_from_response(r, f"GET twin {device_id!r}")
+        return r.json()
+
+    def bulk(self, entries: List[Dict[str, Any]]):
+        """POST /devices with at most 100 conditional entries (a repeat cannot apply twice: safe to retry)."""
+        r = self.http.request("POST", "/devices", json_body=entries, safe=True,
+                              what=f"bulk call of {len(entries)} devices")
+        self.counters.add(bulk_calls=1, writes=1, registry_operations=len(entries))
         return r
 
     # ---------------------------------------------------------------------- query
@@ -97,7 +125,7 @@ class IoTHubClient:
                 headers["x-ms-continuation"] = token
             r = self.http.request("POST", "/devices/query", json_body={"query": text}, headers=headers, safe=True,
                                   what="query")
-            self.counters.query_pages += 1
+            self.counters.add(query_pages=1)
             if r.status_code != 200:
                 raise error_from_response(r, f"query {text!r}")
             for item in r.json():

@@ -28,6 +28,7 @@ DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
 THUMBPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$")
 EDGE_SCOPE_PREFIX = "ms-azure-iot-edge://"
 STATUS_REASON_MAX = 128
+MAX_EDGE_DEPTH = 5  # IoT Edge: at most five layers of edge devices (iot-api.md §5)
 AUTH_TYPES = {"sas": "sas", "self_signed": "selfSigned", "certificate_authority": "certificateAuthority", "none": "none"}
 AUTH_TYPES_BACK = {v: k for k, v in AUTH_TYPES.items()}
 ID_RULE = ("up to 128 characters: ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '")
@@ -171,6 +172,21 @@ class DeviceSpec(BaseModel):
         if not THUMBPRINT_RE.match(v):
             raise ValueError("must be 40 (SHA-1) or 64 (SHA-256) hexadecimal digits, without colons or spaces")
         return v.upper()
+
+    @field_validator("tags", "desired_properties")
+    @classmethod
+    def _twin_doc(cls, v):
+        def walk(node, path, depth):
+            if depth > 10:
+                raise ValueError(f"{path} is nested deeper than 10 levels")
+            if isinstance(node, dict):
+                for key, sub in node.items():
+                    if not isinstance(key, str) or not key or any(c in key for c in ".$ ") or any(ord(c) < 32 for c in key):
+                        raise ValueError(f"key {key!r} is not allowed: twin keys exclude '.', '$', spaces and control characters")
+                    walk(sub, f"{path}.{key}", depth + 1)
+        if v is not None:
+            walk(v, "", 1)
+        return v
 
     @field_validator("status_reason")
     @classmethod

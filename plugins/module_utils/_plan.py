@@ -186,6 +186,47 @@ def plan_device(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scop
     return DevicePlan(spec.device_id, "update", changes, body, etag, before, after)
 
 
+def twin_patch(declared: Optional[Dict[str, Any]], current: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The merge patch that makes ``current`` carry what ``declared`` says (only declared keys are managed;
+    a declared ``None`` removes the key).  Empty when nothing differs."""
+    if declared is None:
+        return {}
+    current = current or {}
+    patch: Dict[str, Any] = {}
+    for key, value in declared.items():
+        if value is None:
+            if key in current:
+                patch[key] = None
+        elif isinstance(value, dict) and isinstance(current.get(key), dict):
+            sub = twin_patch(value, current[key])
+            if sub:
+                patch[key] = sub
+        elif current.get(key) != value or key not in current:
+            patch[key] = _strip_none(value)
+    return patch
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def plan_twin(spec: DeviceSpec, twin: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """{"tags": patch, "desired": patch} for the twin content a spec declares (empty dict: nothing to do)."""
+    current_tags = (twin or {}).get("tags") or {}
+    current_desired = {k: v for k, v in (((twin or {}).get("properties") or {}).get("desired") or {}).items()
+                       if not k.startswith("$")}
+    out = {}
+    tags = twin_patch(spec.tags, current_tags)
+    if tags:
+        out["tags"] = tags
+    desired = twin_patch(spec.desired_properties, current_desired)
+    if desired:
+        out["desired"] = desired
+    return out
+
+
 def display_view(view: Optional[Dict[str, Any]], changed_secrets=()) -> Dict[str, Any]:
     """A view for diff output: secrets redacted, the parent shown by device id."""
     if view is None:
