@@ -121,7 +121,9 @@ def validate_fleet(specs: List[DeviceSpec], prune: bool, prune_query: Optional[s
 
 class BulkReconciler:
     def __init__(self, client, specs: List[DeviceSpec], *, prune: bool = False, prune_query: Optional[str] = None,
-                 batch_size: int = MAX_BATCH, max_concurrency: int = 4, check_mode: bool = False):
+                 batch_size: int = MAX_BATCH, max_concurrency: int = 4, check_mode: bool = False,
+                 prune_children: bool = False):
+        self.prune_children = prune_children
         self.client = client
         self.specs = specs
         self.by_id = {s.device_id: s for s in specs}
@@ -166,6 +168,8 @@ class BulkReconciler:
         if absent_declared:
             self.refresh(absent_declared)  # the index lags: a device created moments ago must still be deleted
         candidates = []
+        if self.prune_children:
+            candidates += self._undeclared_children()
         if self.prune:
             for twin in self.client.query(f"SELECT * FROM devices WHERE {self.prune_query}"):
                 did = twin.get("deviceId")
@@ -173,6 +177,31 @@ class BulkReconciler:
                     candidates.append(did)
                     self.state[did] = Known(identity_from_twin(twin), False, twin)
         return sorted(set(candidates))
+
+    def _undeclared_children(self) -> List[str]:
+        """Devices whose parent is a declared, existing edge device, but which are not declared themselves."""
+        scopes = sorted(k.identity["deviceScope"] for did, k in self.state.items()
+                        if did in self.by_id and self.by_id[did].state == "present" and k.identity
+                        and k.identity["capabilities"].get("iotEdge") and k.identity.get("deviceScope"))
+        found = []
+        clauses, length = [], 0
+        batches = []
+        for scope in scopes:
+            clause = f"array_contains(parentScopes, {quote_literal(scope)})"
+            if clauses and length + len(clause) > MAX_QUERY_CHARS:
+                batches.append(clauses)
+                clauses, length = [], 0
+            clauses.append(clause)
+            length += len(clause) + 4
+        if clauses:
+            batches.append(clauses)
+        for batch in batches:
+            for twin in self.client.query("SELECT * FROM devices WHERE " + " OR ".join(batch)):
+                did = twin.get("deviceId")
+                if did and did not in self.by_id:
+                    found.append(did)
+                    self.state[did] = Known(identity_from_twin(twin), False, twin)
+        return found
 
     @staticmethod
     def _in_chunks(ids: List[str]) -> List[str]:
@@ -230,6 +259,10 @@ class BulkReconciler:
                                     "and does not exist yet; declare it with edge_enabled=true")
                 continue
             if known is None or known.identity is None:
+                if self.check_mode:
+                    self.out.notes.append(f"{s.device_id}: parent {s.parent!r} does not exist yet; check mode "
+                                          "assumes it will be created first")
+                    continue
                 problems.append(f"{s.device_id!r}: parent {s.parent!r} does not exist; declare it in devices or "
                                 "create it first")
             elif not current_edge:
@@ -414,11 +447,40 @@ class BulkReconciler:
                 stale = sorted(p for p in parents if p in self._stale)
                 if stale:
                     self.refresh(stale)
+        if not self.check_mode:
+            unknown = [s.device_id for s in self.specs if s.state == "present" and self._is_edge(s.device_id)
+                       and not (self.state[s.device_id].identity or {}).get("deviceScope")]
+            if unknown:
+                self.refresh(unknown)
         deletes = [s for s in self.specs if s.state == "absent"]
         deletes += [DeviceSpec(device_id=did, state="absent") for did in candidates]
         if deletes:
             self.converge(deletes)
         return self.out
+
+    def _is_edge(self, did: str) -> bool:
+        s = self.by_id[did]
+        if s.edge_enabled is not None:
+            return s.edge_enabled
+        k = self.state.get(did)
+        return bool(k and k.identity and k.identity["capabilities"].get("iotEdge"))
+
+    def edge_devices(self) -> List[Dict[str, Any]]:
+        """Every declared edge device with its scope (None when unknown, e.g. in check mode) and declared children."""
+        children: Dict[str, List[str]] = {}
+        for s in self.specs:
+            if s.state == "present" and s.parent:
+                children.setdefault(s.parent, []).append(s.device_id)
+        out = []
+        for s in self.specs:
+            if s.state != "present" or not self._is_edge(s.device_id):
+                continue
+            scope = (self.state[s.device_id].identity or {}).get("deviceScope")
+            if scope and scope.endswith("-planned"):
+                scope = None
+            out.append({"device_id": s.device_id, "device_scope": scope, "parent": s.parent or None,
+                        "children": sorted(children.get(s.device_id, []))})
+        return out
 
     def diffs(self) -> List[Dict[str, Any]]:
         out = []

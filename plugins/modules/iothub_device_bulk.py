@@ -42,9 +42,18 @@ options:
       - C(tags) and C(desired_properties) are dictionaries; only the keys given are managed, and a key set to
         V(null) is removed from the twin.
       - A C(parent) may be another entry of the list (it is written first) or a device that already exists.
+      - Exactly one of O(devices) and O(tree) is required.
     type: list
     elements: dict
-    required: true
+  tree:
+    description:
+      - The devices as a tree instead of a flat list (mutually exclusive with O(devices)): a list of nodes, each
+        a device entry as in O(devices) plus an optional C(children) list.
+      - A node with children is an IoT Edge device (C(edge_enabled) defaults to V(true); V(false) with children
+        is an error); its children get it as C(parent). A node without children is a leaf unless it says
+        C(edge_enabled=true). At most five layers of edge devices.
+    type: list
+    elements: dict
   defaults:
     description:
       - Options merged into every entry of O(devices); an entry's own value wins. C(tags) and
@@ -54,6 +63,12 @@ options:
   prune:
     description:
       - Delete the devices that match O(prune_query) but are not in O(devices).
+    type: bool
+    default: false
+  prune_children:
+    description:
+      - Delete the devices whose parent is a declared IoT Edge device but which are not declared themselves
+        (for example a sensor removed from a gateway's list). Devices elsewhere in the hub are never touched.
     type: bool
     default: false
   prune_query:
@@ -149,6 +164,25 @@ failed_devices:
     operation:
       description: The bulk import mode that failed.
       type: str
+edge_devices:
+  description: Every declared IoT Edge device with its C(deviceScope) and its declared children.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    device_id:
+      description: The edge device.
+      type: str
+    device_scope:
+      description: Its scope (V(null) in check mode for a device not created yet).
+      type: str
+    parent:
+      description: Its parent's device id, if declared.
+      type: str
+    children:
+      description: The device ids declared below it.
+      type: list
+      elements: str
 requests:
   description: How many requests of each kind the task made.
   returned: always
@@ -207,18 +241,54 @@ def parse_specs(devices, defaults) -> list:
     return specs
 
 
+def flatten_tree(tree) -> list:
+    """Nested nodes -> flat device entries with parent and edge_enabled set; errors name the node's path."""
+    out, problems = [], []
+
+    def walk(nodes, path, parent):
+        if not isinstance(nodes, list):
+            problems.append(f"{path}: must be a list of device nodes")
+            return
+        for i, node in enumerate(nodes):
+            where = f"{path}[{i}]"
+            if not isinstance(node, dict):
+                problems.append(f"{where}: must be a dictionary with at least device_id")
+                continue
+            node = dict(node)
+            children = node.pop("children", None) or []
+            label = f"{where} ({node.get('device_id')})"
+            if children:
+                if node.get("edge_enabled") is False:
+                    problems.append(f"{label}: a leaf device (edge_enabled=false) cannot have children; only IoT "
+                                    "Edge devices can be parents")
+                node.setdefault("edge_enabled", True)
+            if parent is not None:
+                if node.get("parent") not in (None, parent):
+                    problems.append(f"{label}: parent {node['parent']!r} contradicts its place below {parent!r}")
+                node["parent"] = parent
+            out.append(node)
+            walk(children, f"{label}.children", node.get("device_id"))
+
+    walk(tree, "tree", None)
+    if problems:
+        raise ModuleFailure("Invalid tree: " + "; ".join(problems[:10]))
+    return out
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
-    for entry in list(p["devices"] or []) + [p["defaults"] or {}]:
+    devices = p["devices"] if p["devices"] is not None else flatten_tree(p["tree"])
+    for entry in list(devices) + [p["defaults"] or {}]:
         if isinstance(entry, dict):
             for k in SECRET_FIELDS:
                 if isinstance(entry.get(k), str):
                     module.no_log_values.add(entry[k])
-    specs = parse_specs(p["devices"], p["defaults"])
+    specs = parse_specs(devices, p["defaults"])
     validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"])
     client = build_hub_client(p)
     rec = BulkReconciler(client, specs, prune=p["prune"], prune_query=p["prune_query"], batch_size=p["batch_size"],
-                         max_concurrency=p["max_concurrency"], check_mode=module.check_mode)
+                         max_concurrency=p["max_concurrency"], check_mode=module.check_mode,
+                         prune_children=p["prune_children"])
     out = rec.run()
     for plan in rec.plans.values():
         for view in (plan.before, plan.after):
@@ -228,7 +298,8 @@ def run(module: AnsibleModule) -> dict:
     result = {
         "changed": bool(out.created or out.updated or out.deleted),
         "created": sorted(out.created), "updated": sorted(out.updated), "deleted": sorted(out.deleted),
-        "unchanged": sorted(out.unchanged), "failed_devices": out.failed, "requests": client.counters.as_dict(),
+        "unchanged": sorted(out.unchanged), "failed_devices": out.failed, "edge_devices": rec.edge_devices(),
+        "requests": client.counters.as_dict(),
         "notes": out.notes,
     }
     if module._diff:
@@ -245,7 +316,9 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             IOTHUB_ARGS,
-            devices=dict(type="list", elements="dict", required=True),
+            devices=dict(type="list", elements="dict"),
+            tree=dict(type="list", elements="dict"),
+            prune_children=dict(type="bool", default=False),
             defaults=dict(type="dict", default={}),
             prune=dict(type="bool", default=False),
             prune_query=dict(type="str"),
@@ -253,6 +326,8 @@ def main() -> None:
             max_concurrency=dict(type="int", default=4),
         ),
         supports_check_mode=True,
+        required_one_of=[("devices", "tree")],
+        mutually_exclusive=[("devices", "tree")],
     )
     run_module(module, run)
 

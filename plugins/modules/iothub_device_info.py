@@ -93,6 +93,11 @@ exists:
   returned: when O(device_id) is given
   type: bool
   sample: true
+connection_string:
+  description: The device connection string with its primary key.
+  returned: with O(device_id) and O(return_secrets=true), for a SAS device
+  type: str
+  sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...
 requests:
   description: How many requests of each kind the module made.
   returned: always
@@ -107,6 +112,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
     build_hub_client,
+    device_connection_string,
+    device_secrets,
     hide_secrets,
     redact_device,
     run_module,
@@ -131,6 +138,8 @@ def run(module: AnsibleModule) -> dict:
         hide_secrets(module, device, p["return_secrets"])
         result["devices"] = [redact_device(device, p["return_secrets"])] if device else []
         result["exists"] = device is not None
+        if p["return_secrets"] and device_secrets(device):
+            result["connection_string"] = device_connection_string(client.host, device)
     elif p["parent"] is not None:
         parent = client.get_device(p["parent"])
         if parent is None:

@@ -56,7 +56,7 @@ class PlaybookRun:
     tasks: list[TaskResult] = field(default_factory=list)
 
     def task(self, name: str) -> TaskResult:
-        found = [t for t in self.tasks if t.task == name]
+        found = [t for t in self.tasks if t.task == name or t.task.endswith(f" : {name}")]  # role tasks are prefixed
         assert found, f"no task named {name!r}; tasks: {[t.task for t in self.tasks]}\n{self.stdout[-3000:]}"
         return found[-1]
 

@@ -271,8 +271,8 @@ class Emulator:
             device_id = request.path_params["device_id"]
             if request.method == "GET":
                 self.guard(request, "RegistryRead")
+                self.stats.registry_reads += 1  # a read of a missing device is an operation too
                 dev = reg.get(device_id)
-                self.stats.registry_reads += 1
                 self._run_race(device_id)
                 return json_response(dev, etag=dev["etag"])
             self.guard(request, "RegistryWrite")
