@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test test-unit test-emulator test-integration demo bench clean
+.PHONY: all venv test lint test-unit test-emulator test-integration demo bench clean
 
 all: test
 
@@ -23,6 +23,10 @@ venv: $(STAMP)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+	BIN=$(BIN) scripts/lint.sh
+
+lint: venv
+	BIN=$(BIN) scripts/lint.sh
 
 test-unit: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit

@@ -40,8 +40,8 @@ def main() -> int:
         banner(f"Emulator listening on {emu.url}")
         print(f"env file: {emu.data_dir / 'emulator.env'}  (set -a; . that file; set +a  to use it yourself)")
         collections = install_collection(DEMO / "collections")
-        playbook = REPO / "playbooks" / "demo_edge_gateway.yml"
-        banner("Run 1: provision an edge gateway and two leaf sensors")
+        playbook = REPO / "playbooks" / "demo_hierarchy.yml"
+        banner("Run 1: provision a two-layer IoT Edge hierarchy (role fleet.azure_iot.edge_hierarchy)")
         first = run_playbook(collections, emu, playbook)
         if first.returncode:
             return first.returncode

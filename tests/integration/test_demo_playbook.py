@@ -21,3 +21,20 @@ def test_demo_playbook_twice(ansible, emulator, hub):
     assert second.rc == 0 and second.changed_tasks() == [] and w.writes == 0
     tree = second.task("Show the hierarchy").result["msg"]
     assert tree[0].startswith("plant-gw") and len(tree) == 3
+
+
+HIERARCHY = PLAYBOOK.parent / "demo_hierarchy.yml"
+
+
+def test_demo_hierarchy_playbook_twice(ansible, emulator, hub):
+    first = ansible.run(HIERARCHY)
+    assert first.rc == 0, first.output[-3000:]
+    plant = hub.get_device("plant-gw").json()["deviceScope"]
+    assert hub.get_device("line1-gw").json()["parentScopes"] == [plant]
+    assert hub.request("GET", "/twins/line1-sensor-1").json()["tags"] == {"site": "plant-7"}
+    with counting(emulator) as w:
+        second = ansible.run(HIERARCHY)
+    assert second.rc == 0 and second.changed_tasks() == [] and w.writes == 0
+    tree = second.task("Print the tree").result["msg"]
+    assert tree[0].startswith("plant-gw  [edge] ms-azure-iot-edge://plant-gw-")
+    assert tree[1].startswith("└── line1-gw") and tree[2] == "    └── line1-sensor-1" and tree[-1] == "└── plant-meter"
