@@ -17,6 +17,7 @@ import shlex
 import signal
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 from .app import FAULT_KINDS, Emulator, Settings, parse_throttle
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", type=Path, default=None, help="persist the registry here across restarts")
     p.add_argument("--entra-test-mode", action="store_true",
                    help="accept Entra ID bearer tokens (audience and expiry checked, signature not)")
+    p.add_argument("--central-app", default="emulator",
+                   help="name of the IoT Central application served under /api (its URL is the emulator's)")
+    p.add_argument("--central-token", action="append", default=[],
+                   help="an IoT Central API token to accept (exact match); by default one is generated and kept")
+    p.add_argument("--central-template", action="append", default=[],
+                   help="a device template id the app knows (default: dtmi:contoso:testDeviceTemplate;1)")
+    p.add_argument("--central-organization", action="append", default=[],
+                   help="an organization id the app knows (default: seattle)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -67,6 +76,23 @@ def load_policies(data_dir: Path) -> dict[str, Policy]:
             json.dump(stored, fh, indent=2)
         os.replace(tmp, path)
     return {name: Policy(name, stored[name], set(DEFAULT_POLICIES[name])) for name in DEFAULT_POLICIES}
+
+
+def load_central(data_dir: Path, args) -> "CentralApp":
+    """The Central app's id, id scope and API tokens, kept in DIR/central.json so that they survive a restart."""
+    from .central import CentralApp, new_token
+    path = data_dir / "central.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if stored.get("name") != args.central_app:
+        stored = {"name": args.central_app, "app_id": str(uuid.uuid4()),
+                  "id_scope": "0ne" + secrets.token_hex(4).upper()}
+    if not stored.get("tokens"):
+        stored["tokens"] = [new_token(stored["app_id"])]
+    write_atomic(path, json.dumps(stored, indent=2))
+    tokens = list(args.central_token) or stored["tokens"]
+    templates = set(args.central_template or ["dtmi:contoso:testDeviceTemplate;1"])
+    orgs = set(args.central_organization or ["seattle"])
+    return CentralApp(stored["name"], stored["app_id"], tokens, templates, orgs, stored["id_scope"])
 
 
 def connection_string(host: str, policy: Policy) -> str:
@@ -144,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(latency_ms=args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
                         fault_kinds=kinds, query_lag_s=args.query_lag_s, throttle=args.throttle,
                         state_file=args.state_file, entra_test_mode=args.entra_test_mode)
-    emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode))
+    central_app = load_central(data_dir, args)
+    emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode), central_app)
 
     config = uvicorn.Config(emulator.build(), ssl_certfile=str(server_pem), ssl_keyfile=str(server_key),
                             log_level=args.log_level, lifespan="off", server_header=False,
@@ -164,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             if server.should_exit:
                 return
             await asyncio.sleep(0.01)
-        lines = env_lines(host_port, port, data_dir, policies, names, {})
+        lines = env_lines(host_port, port, data_dir, policies, names, {
+            "IOTCENTRAL_APP_URL": f"https://{host_port}",
+            "IOTCENTRAL_API_TOKEN": central_app.tokens[0],
+            "IOTCENTRAL_CA_PATH": str((data_dir / "ca.pem").resolve()),
+            "IOTCENTRAL_APP_NAME": central_app.name,
+        })
         write_atomic(env_path, "\n".join(lines) + "\n")
         log.warning("iot_emulator listening on https://%s (env: %s)", host_port, env_path)
 

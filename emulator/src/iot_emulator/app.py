@@ -108,6 +108,8 @@ class Stats:
     write_requests: int = 0
     throttled: int = 0
     races_applied: int = 0
+    central_reads: int = 0
+    central_writes: int = 0
     responses_by_status: Counter = field(default_factory=Counter)
     faults_injected: Counter = field(default_factory=Counter)
     requests_by_route: Counter = field(default_factory=Counter)
@@ -118,7 +120,8 @@ class Stats:
             "registry_writes": self.registry_writes, "bulk_calls": self.bulk_calls,
             "query_pages": self.query_pages, "twin_reads": self.twin_reads, "twin_writes": self.twin_writes,
             "write_requests": self.write_requests, "throttled": self.throttled,
-            "races_applied": self.races_applied,
+            "races_applied": self.races_applied, "central_reads": self.central_reads,
+            "central_writes": self.central_writes,
             "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
             "faults_injected": dict(self.faults_injected),
             "requests_by_route": dict(self.requests_by_route),
@@ -146,7 +149,7 @@ def json_response(body: Any, status: int = 200, etag: str | None = None, headers
 
 
 class Emulator:
-    def __init__(self, settings: Settings, authorizer: Authorizer):
+    def __init__(self, settings: Settings, authorizer: Authorizer, central_app=None):
         self.settings = settings
         self.auth = authorizer
         self.registry = Registry(settings.query_lag_s)
@@ -155,6 +158,11 @@ class Emulator:
         self.throttle = Throttle(parse_throttle(settings.throttle))
         self.extra_routes: list[Route] = []
         self.races: dict[str, dict] = {}
+        self.central = None
+        if central_app is not None:
+            from .central import CentralApi
+            self.central = CentralApi(self, central_app)
+            self.extra_routes += self.central.routes()
         if settings.state_file and Path(settings.state_file).exists():
             self.load_state(json.loads(Path(settings.state_file).read_text()))
 
@@ -171,10 +179,12 @@ class Emulator:
         return {"registry": self.registry.dump(), **self.extra_state()}
 
     def extra_state(self) -> dict:
-        return {}
+        return {"central": self.central.app.dump()} if self.central else {}
 
     def load_state(self, data: dict) -> None:
         self.registry.load(data.get("registry", {}))
+        if self.central and "central" in data:
+            self.central.app.load(data["central"])
 
     def check_api_version(self, request: Request) -> None:
         version = request.query_params.get("api-version")
@@ -370,6 +380,9 @@ class Emulator:
     def reset(self) -> None:
         self.registry.reset()
         self.races.clear()
+        if self.central:
+            self.central.app.devices.clear()
+            self.central.app.credentials.clear()
         self.stats = Stats()
         self.throttle = Throttle(self.throttle.limits)
         self.persist()
@@ -456,6 +469,9 @@ class Emulator:
         return app
 
     def fault_response(self, scope, err: ApiError, request_id: str) -> Response:
+        if scope["path"].startswith("/api/") and self.central:
+            from .central import central_error
+            return central_error(err, request_id)
         return hub_error_response(err, request_id)
 
 
