@@ -60,4 +60,4 @@ def collections_root(tmp_path_factory):
 def ansible(collections_root, tmp_path, emulator):
     env = env_without_proxies()
     env.update(emulator.ansible_env())
-    return AnsibleRunner(collections_root, tmp_path, env)
+    return AnsibleRunner(collections_root, tmp_path, env, emulator=emulator)

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import PLANNED_SCOPE_PREFIX, quote_literal
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import MAX_EDGE_DEPTH, DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
@@ -340,7 +340,12 @@ class BulkReconciler:
         chunks = [entries[i:i + self.batch_size] for i in range(0, len(entries), self.batch_size)]
 
         def post(chunk):
-            r = self.client.bulk(chunk)
+            try:
+                r = self.client.bulk(chunk)
+            except IoTApiError as exc:  # retries exhausted: this chunk is not confirmed, the others stand
+                return {e["id"]: {"deviceId": e["id"], "errorCode": exc.code or "RequestFailed",
+                                  "errorStatus": f"{exc} (not confirmed; a re-run converges)",
+                                  "operation": e["importMode"]} for e in chunk}
             if r.status_code == 200:
                 return {e["id"]: None for e in chunk}
             try:

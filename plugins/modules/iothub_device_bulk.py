@@ -199,6 +199,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, validate_fleet
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, format_validation_error
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
@@ -289,7 +290,20 @@ def run(module: AnsibleModule) -> dict:
     rec = BulkReconciler(client, specs, prune=p["prune"], prune_query=p["prune_query"], batch_size=p["batch_size"],
                          max_concurrency=p["max_concurrency"], check_mode=module.check_mode,
                          prune_children=p["prune_children"])
-    out = rec.run()
+    try:
+        out = rec.run()
+    except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
+        out = rec.out
+        done = set(out.created) | set(out.updated) | set(out.deleted) | set(out.unchanged)
+        pending = sorted(s.device_id for s in specs if s.device_id not in done)
+        raise ModuleFailure(
+            f"{exc}. Applied before the failure: created {len(out.created)}, updated {len(out.updated)}, deleted "
+            f"{len(out.deleted)}; not done: {len(pending)} device(s) ({', '.join(pending[:10])}"
+            f"{', ...' if len(pending) > 10 else ''}). Run again to converge.",
+            changed=bool(out.created or out.updated or out.deleted), created=sorted(out.created),
+            updated=sorted(out.updated), deleted=sorted(out.deleted), unchanged=sorted(out.unchanged),
+            failed_devices=out.failed, not_done=pending, requests=client.counters.as_dict(),
+            error=exc.to_dict()) from None
     for plan in rec.plans.values():
         for view in (plan.before, plan.after):
             for k in SECRET_FIELDS:

@@ -107,7 +107,7 @@ def test_credentials_and_info(ansible, emulator):
                task("all", "iotcentral_device_info"),
                task("one", "iotcentral_device_info", device_id="a1"),
                task("tmpl", "iotcentral_device_info", template=TEMPLATE),
-               task("org", "iotcentral_device_info", organization="seattle"))
+               task("org", "iotcentral_device_info", organization="seattle"), allow_secrets=True)
     creds = r.task("creds").result["credentials"]
     assert creds["idScope"].startswith("0ne") and creds["symmetricKey"]["primaryKey"]
     assert len(r.task("all").result["devices"]) == 29  # two pages

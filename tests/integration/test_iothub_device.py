@@ -224,7 +224,8 @@ def test_return_secrets_and_connection_string(ansible, emulator, hub):
     hidden = run_ok(ansible, device_task("gw", device_id="gw", edge_enabled=True), verbosity=3)
     assert "connection_string" not in hidden.task("gw").result
     assert hidden.task("gw").result["device"]["authentication"]["symmetricKey"]["primaryKey"] == "********"
-    shown = run_ok(ansible, device_task("gw", device_id="gw", edge_enabled=True, return_secrets=True), verbosity=3)
+    shown = run_ok(ansible, device_task("gw", device_id="gw", edge_enabled=True, return_secrets=True), verbosity=3,
+                   allow_secrets=True)
     res = shown.task("gw").result
     key = hub.get_device("gw").json()["authentication"]["symmetricKey"]["primaryKey"]
     assert res["connection_string"] == f"HostName={emulator.hostname};DeviceId=gw;SharedAccessKey={key}"
@@ -282,7 +283,7 @@ def test_info_modes(ansible, hub):
                task("edge", "iothub_device_info", edge_only=True),
                task("all", "iothub_device_info"),
                task("query", "iothub_device_info", query="SELECT * FROM devices WHERE deviceId IN ['leaf', 'other']"),
-               task("secret", "iothub_device_info", device_id="leaf", return_secrets=True))
+               task("secret", "iothub_device_info", device_id="leaf", return_secrets=True), allow_secrets=True)
     assert r.task("one").result["devices"][0]["authentication"]["symmetricKey"]["primaryKey"] == "********"
     assert r.task("missing").result == {**r.task("missing").result, "exists": False, "devices": []}
     assert [d["deviceId"] for d in r.task("edge").result["devices"]] == ["gw"]

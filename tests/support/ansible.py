@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,16 +69,43 @@ class PlaybookRun:
         return self.stdout + self.stderr
 
 
+def _secret_values(emulator) -> set[str]:
+    s = emulator.secrets()
+    values = set(s["device_keys"] + s["policy_keys"] + s["central_device_keys"])
+    for token in s["central_tokens"]:
+        values.add(token)
+        values.add(token.split("sig=")[1].split("&")[0])  # the signature alone
+    return {v for v in values if v and len(v) >= 16}
+
+
 class AnsibleRunner:
-    def __init__(self, collections_root: Path, work_dir: Path, base_env: dict[str, str]):
+    """Runs ansible-playbook.  Every run is -vvv with --diff unless a test says otherwise, and afterwards no
+    secret the emulator holds (device and module keys, policy keys, Central tokens and credentials) may appear in
+    stdout, stderr or any task result, and no SAS token at all, unless the run asked for secrets."""
+
+    def __init__(self, collections_root: Path, work_dir: Path, base_env: dict[str, str], emulator=None):
         self.collections_root = collections_root
         self.work_dir = work_dir
         self.base_env = base_env
+        self.emulator = emulator
         self.counter = 0
 
     def run(self, playbook: str | list | Path, *, env: dict | None = None, extra_vars: dict | None = None,
-            check: bool = False, diff: bool = False, verbosity: int = 0, timeout: float = 900,
-            args: list[str] | None = None) -> PlaybookRun:
+            check: bool = False, diff: bool = True, verbosity: int = 3, timeout: float = 900,
+            args: list[str] | None = None, allow_secrets: bool = False) -> PlaybookRun:
+        before = _secret_values(self.emulator) if self.emulator is not None else set()
+        result = self._run(playbook, env=env, extra_vars=extra_vars, check=check, diff=diff, verbosity=verbosity,
+                           timeout=timeout, args=args)
+        if self.emulator is not None:
+            text = result.stdout + result.stderr + json.dumps([t.result for t in result.tasks], default=str)
+            # A real token, not the format shown in help texts ("sr=...&sig=...").
+            assert not re.search(r"SharedAccessSignature sr=(?!\.\.\.)", text), "a SAS token appeared in the output"
+            if not allow_secrets:
+                leaked = [v[:6] + "..." for v in (before | _secret_values(self.emulator)) if v in text]
+                assert not leaked, f"secrets leaked into the output of {playbook if isinstance(playbook, Path) else 'a playbook'}: {leaked}"
+        return result
+
+    def _run(self, playbook, *, env, extra_vars, check, diff, verbosity, timeout, args) -> PlaybookRun:
         self.counter += 1
         run_dir = self.work_dir / f"run{self.counter:03d}"
         run_dir.mkdir(parents=True)

@@ -97,6 +97,9 @@ class EmulatorProcess:
     def stats(self) -> dict:
         return self._control("GET", "stats")
 
+    def secrets(self) -> dict:
+        return self._control("GET", "secrets")
+
     def reset(self) -> None:
         self._control("POST", "reset")
 

@@ -352,6 +352,22 @@ class Emulator:
             self.races[body["device_id"]] = {"patch": body.get("patch", {}), "remaining": int(body.get("times", 1))}
             return JSONResponse({"armed": body["device_id"]})
 
+        async def secrets(request: Request) -> Response:
+            """Every secret the emulator holds, so that tests can prove none of them leaks into output."""
+            keys = []
+            for dev in reg.devices.values():
+                keys += [v for v in (dev["authentication"]["symmetricKey"] or {}).values() if v]
+            for mods in reg.modules.values():
+                for mod in mods.values():
+                    keys += [v for v in mod["authentication"]["symmetricKey"].values() if v]
+            body = {"device_keys": keys, "policy_keys": [p.key for p in self.auth.policies.values()],
+                    "central_tokens": [], "central_device_keys": []}
+            if self.central:
+                body["central_tokens"] = list(self.central.app.tokens)
+                for cred in self.central.app.credentials.values():
+                    body["central_device_keys"] += [v for v in cred.values() if v]
+            return JSONResponse(body)
+
         async def health(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
 
@@ -361,6 +377,7 @@ class Emulator:
             Route("/_emulator/config", config, methods=["GET", "POST"]),
             Route("/_emulator/health", health, methods=["GET"]),
             Route("/_emulator/race", race, methods=["POST"]),
+            Route("/_emulator/secrets", secrets, methods=["GET"]),
         ]
         return routes + self.extra_routes
 
