@@ -47,8 +47,8 @@ options:
     elements: dict
   tree:
     description:
-      - The devices as a tree instead of a flat list (mutually exclusive with O(devices)): a list of nodes, each
-        a device entry as in O(devices) plus an optional C(children) list.
+      - The devices as a tree instead of a flat list, mutually exclusive with O(devices). It is a list of nodes,
+        each a device entry as in O(devices) plus an optional C(children) list.
       - A node with children is an IoT Edge device (C(edge_enabled) defaults to V(true); V(false) with children
         is an error); its children get it as C(parent). A node without children is a leaf unless it says
         C(edge_enabled=true). At most five layers of edge devices.

@@ -1,0 +1,104 @@
+"""The collection as Ansible users and AWX meet it: ansible-doc, the Galaxy artifact, the execution
+environment, the AWX credential type."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
+ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
+
+
+def run(cmd, **kw):
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", **kw.pop("env", {})}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_renders_every_module(collections_root, module):
+    r = run([str(BIN / "ansible-doc"), "--json", f"fleet.azure_iot.{module}"],
+            env={"ANSIBLE_COLLECTIONS_PATH": str(collections_root)})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)[f"fleet.azure_iot.{module}"]
+    assert doc["examples"].strip() and doc["return"], module
+    attrs = doc["doc"]["attributes"]
+    assert attrs["check_mode"]["support"] == "full" and attrs["diff_mode"]["support"] in ("full", "N/A")
+    assert attrs["action_group"]["membership"], module
+    for name, opt in doc["doc"]["options"].items():
+        assert opt.get("description"), f"{module}.{name} has no description"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_ansible_doc_renders_every_role(collections_root, role):
+    r = run([str(BIN / "ansible-doc"), "-t", "role", "--json", f"fleet.azure_iot.{role}"],
+            env={"ANSIBLE_COLLECTIONS_PATH": str(collections_root)})
+    assert r.returncode == 0, r.stderr
+    main = json.loads(r.stdout)[f"fleet.azure_iot.{role}"]["entry_points"]["main"]
+    assert main["description"] and all(o.get("description") for o in main["options"].values())
+
+
+def test_action_groups_list_every_module():
+    runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
+    grouped = sorted(m for members in runtime["action_groups"].values() for m in members)
+    assert grouped == MODULES
+    assert runtime["requires_ansible"] == ">=2.18.0"
+
+
+def test_galaxy_build_produces_a_clean_artifact(tmp_path):
+    r = run([str(BIN / "ansible-galaxy"), "collection", "build", str(REPO), "--output-path", str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    artifact = next(tmp_path.glob("fleet-azure_iot-*.tar.gz"))
+    names = tarfile.open(artifact).getnames()
+    assert "plugins/modules/iothub_device_bulk.py" in names and "roles/edge_hierarchy/meta/argument_specs.yml" in names
+    assert "meta/execution-environment.yml" in names and "meta/ee-requirements.txt" in names
+    assert not [n for n in names if n.startswith(("emulator", ".venv", "tests/output", ".bench", ".demo", "scripts"))]
+    manifest = json.loads(tarfile.open(artifact).extractfile("MANIFEST.json").read())
+    assert manifest["collection_info"]["namespace"] == "fleet" and manifest["collection_info"]["name"] == "azure_iot"
+
+
+def test_ansible_builder_creates_a_build_context(tmp_path):
+    builder = BIN / "ansible-builder"
+    if not builder.exists():
+        pytest.skip("ansible-builder is installed by requirements-dev.txt")
+    ee = tmp_path / "execution-environment.yml"
+    ee.write_text(yaml.safe_dump({
+        "version": 3,
+        "images": {"base_image": {"name": "quay.io/ansible/awx-ee:latest"}},
+        "dependencies": {"python": str(REPO / "meta" / "ee-requirements.txt"),
+                         "system": str(REPO / "meta" / "ee-bindep.txt")},
+    }))
+    r = run([str(builder), "create", "-f", str(ee), "-c", str(tmp_path / "context"), "--output-filename", "Containerfile"],
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    containerfile = (tmp_path / "context" / "Containerfile").read_text()
+    assert "awx-ee" in containerfile
+    reqs = (tmp_path / "context" / "_build" / "requirements.txt").read_text()
+    assert "httpx" in reqs and "pydantic" in reqs
+
+
+def test_awx_credential_type_injects_what_the_modules_read():
+    from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CENTRAL_ARGS
+    from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS
+    ct = yaml.safe_load((REPO / "docs" / "awx" / "credential_type.yml").read_text())
+    injected = set(ct["injectors"]["env"])
+    fields = {f["id"] for f in ct["inputs"]["fields"]}
+    for var, template in ct["injectors"]["env"].items():
+        assert template.strip("{} ") in fields, var
+    read = {name for spec in (IOTHUB_ARGS, CENTRAL_ARGS) for opt in spec.values()
+            if opt.get("fallback") for name in opt["fallback"][1]}
+    ca = {"IOTHUB_CA_PATH", "IOTCENTRAL_CA_PATH"}  # files, not credentials: set in the EE or the playbook
+    assert injected - {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"} == read - ca
+    from azure.identity._constants import EnvironmentVariables  # the names EnvironmentCredential reads
+    assert {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"} <= set(EnvironmentVariables.CLIENT_SECRET_VARS)
+    secret_fields = {f["id"] for f in ct["inputs"]["fields"] if f.get("secret")}
+    assert {"iothub_connection_string", "iotcentral_api_token", "azure_client_secret"} <= secret_fields
