@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Make ``ansible_collections.fleet.azure_iot`` importable for plain pytest runs (ansible-test does this itself):
+# a link tree in the temporary directory points back at the repository.
+REPO = Path(__file__).resolve().parents[1]
+if not (REPO.parent.name == "fleet" and REPO.parents[1].name == "ansible_collections"):
+    _root = Path(tempfile.gettempdir()) / f"fleet-azure-iot-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}"
+    _link = _root / "ansible_collections" / "fleet" / "azure_iot"
+    if not _link.is_symlink():
+        _link.parent.mkdir(parents=True, exist_ok=True)
+        _link.symlink_to(REPO, target_is_directory=True)
+    sys.path.insert(0, str(_root))
 
 from support.ansible import AnsibleRunner, install_collection  # noqa: E402
 from support.emulator import EmulatorProcess, env_without_proxies  # noqa: E402

@@ -48,31 +48,6 @@ options:
       - Whether to verify the TLS certificate of the service.
     type: bool
     default: true
-  timeout:
-    description:
-      - Seconds to wait for each HTTP request.
-    type: float
-    default: 30
-  max_retries:
-    description:
-      - How many times a throttled (429) or failed (5xx, connection error) request is retried at most.
-    type: int
-    default: 8
-  retry_budget_seconds:
-    description:
-      - The most seconds one request may spend waiting between retries, in total.
-    type: float
-    default: 300
-  retry_backoff_seconds:
-    description:
-      - The first wait before a retry; each later wait doubles (at most 60 seconds), with random jitter.
-      - By default it follows the service's C(Retry-After), else 10 seconds for 429 and 2 seconds otherwise.
-    type: float
-requirements:
-  - python >= 3.11
-  - httpx >= 0.27
-  - pydantic >= 2.5
-  - azure-identity >= 1.15 (only for O(auth_mode=entra))
 notes:
   - The modules use the IoT Central REST API, api-version 2022-07-31.
 """

@@ -41,33 +41,6 @@ options:
       - Whether to verify the TLS certificate of the service. Leave it on outside throw-away tests.
     type: bool
     default: true
-  timeout:
-    description:
-      - Seconds to wait for each HTTP request.
-    type: float
-    default: 30
-  max_retries:
-    description:
-      - How many times a throttled (429) or failed (5xx, connection error) request is retried at most.
-      - A write is retried only when a repeat cannot apply it twice (see docs/reliability.md).
-    type: int
-    default: 8
-  retry_budget_seconds:
-    description:
-      - The most seconds one request may spend waiting between retries, in total.
-    type: float
-    default: 300
-  retry_backoff_seconds:
-    description:
-      - The first wait before a retry; each later wait doubles (at most 60 seconds), with random jitter.
-      - By default the first wait follows what the service asks for (C(Retry-After), or the "Wait 10 seconds"
-        of IoT Hub's 429 answer), and is 2 seconds for other errors.
-    type: float
-requirements:
-  - python >= 3.11
-  - httpx >= 0.27
-  - pydantic >= 2.5
-  - azure-identity >= 1.15 (only for O(auth_mode=entra))
 notes:
   - The modules talk to the IoT Hub data-plane REST API (api-version 2021-04-12) over HTTPS; they do not
     use the C(azure-iot-hub) SDK or C(uamqp).

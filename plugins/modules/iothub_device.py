@@ -23,6 +23,7 @@ author:
   - fleet.azure_iot developers
 extends_documentation_fragment:
   - fleet.azure_iot.iothub
+  - fleet.azure_iot.http
   - fleet.azure_iot.attributes
   - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
 attributes:
