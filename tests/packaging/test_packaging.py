@@ -102,3 +102,21 @@ def test_awx_credential_type_injects_what_the_modules_read():
     assert {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"} <= set(EnvironmentVariables.CLIENT_SECRET_VARS)
     secret_fields = {f["id"] for f in ct["inputs"]["fields"] if f.get("secret")}
     assert {"iothub_connection_string", "iotcentral_api_token", "azure_client_secret"} <= secret_fields
+
+
+def test_galaxy_importer_accepts_the_artifact(tmp_path):
+    """galaxy-importer as Galaxy runs it, minus ansible-test (which it runs in a container; `make test` runs
+    ansible-test sanity locally instead): ansible-doc, ansible-lint, changelog, metadata checks."""
+    pytest.importorskip("galaxy_importer")
+    r = run([str(BIN / "ansible-galaxy"), "collection", "build", str(REPO), "--output-path", str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    artifact = next(tmp_path.glob("fleet-azure_iot-*.tar.gz"))
+    r = run([sys.executable, "-m", "galaxy_importer.main", "--print-result", str(artifact)], cwd=tmp_path,
+            env={"PATH": f"{BIN}:{os.environ['PATH']}", "GALAXY_IMPORTER_RUN_ANSIBLE_TEST": "False",
+                 "GALAXY_IMPORTER_REQUIRE_V1_OR_GREATER": "True", "GALAXY_IMPORTER_CHECK_CHANGELOG": "True"})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    log = r.stdout + r.stderr
+    assert "ERROR" not in log and "WARNING" not in log, [line for line in log.splitlines() if "WARN" in line or "ERROR" in line]
+    result = json.loads((tmp_path / "importer_result.json").read_text())
+    assert result["requires_ansible"] == ">=2.18.0"
+    assert {c["name"] for c in result["contents"]} >= {"iothub_device", "iothub_device_bulk", "edge_hierarchy"}
