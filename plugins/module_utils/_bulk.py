@@ -161,12 +161,11 @@ class BulkReconciler:
             twins = (t for chunk in chunks for t in self.client.query(chunk))
         for twin in twins:
             self.state[twin["deviceId"]] = Known(identity_from_twin(twin), False, twin)
-        unseen = [did for did in ids if did not in self.state]
-        absent_declared = [did for did in unseen if did in self.by_id and self.by_id[did].state == "absent"]
-        for device_id in unseen:
-            self.state[device_id] = Known(None, True, None)
-        if absent_declared:
-            self.refresh(absent_declared)  # the index lags: a device created moments ago must still be deleted
+        # A device the query does not show is taken as absent: a create then meets DeviceAlreadyExists and is
+        # reconciled; a device declared absent but created moments ago (not yet indexed) is deleted by the next
+        # run.  Confirming every unseen absent device with GET would cost a read per device every night.
+        for device_id in ids:
+            self.state.setdefault(device_id, Known(None, True, None))
         candidates = []
         if self.prune_children:
             candidates += self._undeclared_children()
