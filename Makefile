@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint test-unit test-emulator test-integration demo bench clean
+.PHONY: all venv test lint sanity test-unit test-emulator test-integration demo bench clean
 
 all: test
 
@@ -24,6 +24,10 @@ venv: $(STAMP)
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 	BIN=$(BIN) scripts/lint.sh
+	BIN=$(BIN) scripts/sanity.sh
+
+sanity: venv
+	BIN=$(BIN) scripts/sanity.sh
 
 lint: venv
 	BIN=$(BIN) scripts/lint.sh

@@ -11,7 +11,8 @@ class ModuleDocFragment:
 options:
   connection_string:
     description:
-      - Connection string of an IoT Hub shared access policy, for example C(HostName=myhub.azure-devices.net;SharedAccessKeyName=registryReadWrite;SharedAccessKey=...).
+      - Connection string of an IoT Hub shared access policy, for example
+        C(HostName=myhub.azure-devices.net;SharedAccessKeyName=registryReadWrite;SharedAccessKey=...).
       - The policy needs C(RegistryRead) for reads and C(RegistryWrite) for writes; twin changes also need C(ServiceConnect).
       - The host name may carry a port (C(HostName=127.0.0.1:8443;...)), which is how the local emulator is reached.
       - If not set, the environment variable E(IOTHUB_CONNECTION_STRING) is used.
@@ -44,5 +45,5 @@ options:
 notes:
   - The modules talk to the IoT Hub data-plane REST API (api-version 2021-04-12) over HTTPS; they do not
     use the C(azure-iot-hub) SDK or C(uamqp).
-  - Run them where the Python requirements are installed, usually C(localhost) or C(delegate_to: localhost).
+  - Run them where the Python requirements are installed, usually on C(localhost) (or with C(delegate_to) set to C(localhost)).
 """

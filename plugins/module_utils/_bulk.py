@@ -366,7 +366,7 @@ class BulkReconciler:
         pending = list(specs)
         for round_no in range(1, MAX_ROUNDS + 1):
             planned = [(s, *self.plan(s)) for s in pending]
-            need = [s.device_id for s, plan, _, known in planned if self.needs_get(s, plan, known)]
+            need = [s.device_id for s, plan, _twin, known in planned if self.needs_get(s, plan, known)]
             if need:
                 self.refresh(need)
                 planned = [(s, *self.plan(s)) for s in pending]

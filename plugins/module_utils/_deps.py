@@ -24,7 +24,9 @@ else:
 
 try:
     import pydantic  # pylint: disable=unused-import
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+    from pydantic import (  # pylint: disable=unused-import
+        BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
+    )
 except ImportError:  # pragma: no cover - exercised by the sanity import test
     pydantic = None
     PYDANTIC_IMPORT_ERROR = traceback.format_exc()

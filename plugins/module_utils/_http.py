@@ -108,7 +108,7 @@ def parse_error(response) -> tuple[str | None, str | None, str | None]:
                 message = inner.get("message")
                 code = code or str(inner.get("errorCode"))
             elif raw.startswith("ErrorCode:"):
-                head, _, rest = raw.partition(";")
+                head, _sep, rest = raw.partition(";")
                 code = code or head[len("ErrorCode:"):]
                 message = rest or head
             else:
@@ -142,7 +142,7 @@ def _tls_failure(exc: BaseException) -> str | None:
             return str(cur)
         cur = cur.__cause__ or cur.__context__
     text = str(exc)
-    return text if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text.upper().split(":")[0] else None
+    return text if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text.upper().split(":", maxsplit=1)[0] else None
 
 
 class HttpClient:

@@ -128,8 +128,7 @@ class IoTHubClient:
             self.counters.add(query_pages=1)
             if r.status_code != 200:
                 raise error_from_response(r, f"query {text!r}")
-            for item in r.json():
-                yield item
+            yield from r.json()
             token = r.headers.get("x-ms-continuation")
             if not token:
                 return

@@ -17,10 +17,10 @@ description:
   - Options that are not given are not managed. If the device changes between the read and the write (HTTP 412),
     the module reads it again and re-plans, unless O(etag) pins the expected version.
 author:
-  - fleet.azure_iot developers
+  - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
   - fleet.azure_iot.iotcentral
-  - fleet.azure_iot.http
+  - fleet.azure_iot.retries
   - fleet.azure_iot.attributes
   - fleet.azure_iot.attributes.ACTIONGROUP_IOTCENTRAL
 attributes:

@@ -13,10 +13,10 @@ description:
   - Reads one device of an IoT Central application, or every device (following every C(nextLink) page),
     optionally filtered by template or organization on the client side.
 author:
-  - fleet.azure_iot developers
+  - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
   - fleet.azure_iot.iotcentral
-  - fleet.azure_iot.http
+  - fleet.azure_iot.retries
   - fleet.azure_iot.attributes
   - fleet.azure_iot.attributes.ACTIONGROUP_IOTCENTRAL
   - fleet.azure_iot.attributes.INFO_MODULE

@@ -20,10 +20,10 @@ description:
   - Parents are given by device id; the module resolves them to the parent's C(deviceScope), as a leaf's
     C(deviceScope) or an edge child's C(parentScopes).
 author:
-  - fleet.azure_iot developers
+  - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
   - fleet.azure_iot.iothub
-  - fleet.azure_iot.http
+  - fleet.azure_iot.retries
   - fleet.azure_iot.attributes
   - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
 attributes:
@@ -34,7 +34,7 @@ attributes:
 options:
   device_id:
     description:
-      - The device id. Up to 128 ASCII letters, digits and C(- : . + % _ # * ? ! ( ) , = @ ; $ ').
+      - "The device id: up to 128 ASCII letters, digits and the characters C(- : . + % _ # * ? ! ( ) , = @ ; $ ')."
     type: str
     required: true
     aliases: [name]

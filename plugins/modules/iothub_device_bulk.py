@@ -23,10 +23,10 @@ description:
   - When some devices fail, the others are applied, the task fails with the list of failures, and running it
     again converges.
 author:
-  - fleet.azure_iot developers
+  - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
   - fleet.azure_iot.iothub
-  - fleet.azure_iot.http
+  - fleet.azure_iot.retries
   - fleet.azure_iot.attributes
   - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
 attributes:

@@ -15,10 +15,10 @@ description:
   - Queries read the hub's query index, which lags a few seconds behind writes; reading one device with
     O(device_id) is always current.
 author:
-  - fleet.azure_iot developers
+  - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
   - fleet.azure_iot.iothub
-  - fleet.azure_iot.http
+  - fleet.azure_iot.retries
   - fleet.azure_iot.attributes
   - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
   - fleet.azure_iot.attributes.INFO_MODULE

@@ -74,7 +74,7 @@ def test_unsafe_write_is_not_retried_on_5xx_or_lost_answers():
 
     def dropped(req):
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-    c2, _ = client(dropped)
+    c2, _sleeps = client(dropped)
     with pytest.raises(AmbiguousWriteError):
         c2.request("DELETE", "/devices/d", safe=False)
 
@@ -102,7 +102,7 @@ def test_unopened_connection_is_retried_even_for_unsafe_writes():
         if len(calls) == 1:
             raise httpx.ConnectError("refused")
         return httpx.Response(200, json={})
-    c, _ = client(handler)
+    c, _sleeps = client(handler)
     assert c.request("POST", "/devices", json_body=[], safe=False).status_code == 200
 
 
@@ -120,7 +120,7 @@ def test_client_errors_are_returned_not_retried():
     def handler(req):
         calls.append(req)
         return hub_error(412, "PreconditionFailed")
-    c, _ = client(handler)
+    c, _sleeps = client(handler)
     assert c.request("PUT", "/devices/d", json_body={}, safe=True).status_code == 412 and len(calls) == 1
 
 

@@ -208,7 +208,7 @@ def test_property_applying_the_plan_converges(initial, desired):
             return current, None
 
     if initial is not None:
-        _, p0 = plan_for(_valid(initial))
+        _current, p0 = plan_for(_valid(initial))
         assume(p0 is not None)
         apply(p0)
     s1 = _valid(desired)
@@ -228,7 +228,7 @@ def test_property_applying_the_plan_converges(initial, desired):
             assert got[field].upper() == value.upper()
             continue
         assert got[field] == value, field
-    _, again = plan_for(s1)
+    _current, again = plan_for(s1)
     assert again.action == "none", again.changes
 
 
