@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint sanity test-unit test-emulator test-integration demo bench clean
+.PHONY: all venv test lint sanity docs test-unit test-emulator test-integration demo bench clean
 
 all: test
 
@@ -44,8 +44,11 @@ test-integration: venv
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+docs: venv
+	scripts/docs.sh
+
 bench: venv
 	$(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .demo .bench tests/output
+	rm -rf $(VENV) .venv-docs .pytest_cache .hypothesis .demo .bench tests/output build
