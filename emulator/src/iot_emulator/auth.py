@@ -107,13 +107,23 @@ class Authorizer:
     def _check_bearer(self, token: str) -> str:
         if not self.entra_test_mode:
             raise unauthorized("Bearer tokens are accepted only with --entra-test-mode")
-        try:
-            payload_b64 = token.split(".")[1]
-            payload = json.loads(base64.urlsafe_b64decode(payload_b64 + "=" * (-len(payload_b64) % 4)))
-        except (IndexError, ValueError, binascii.Error):
-            raise unauthorized("The bearer token is not a JWT") from None
-        if payload.get("aud") not in self.audiences:
-            raise unauthorized(f"The bearer token audience {payload.get('aud')!r} is not {self.audiences[0]}")
-        if not isinstance(payload.get("exp"), (int, float)) or payload["exp"] + CLOCK_SKEW_S < time.time():
-            raise unauthorized("The bearer token has expired")
+        payload, problem = check_test_jwt(token, self.audiences)
+        if problem:
+            raise unauthorized(problem)
         return str(payload.get("oid") or payload.get("sub") or "entra")
+
+
+def check_test_jwt(token: str, audiences: tuple) -> tuple[dict, str | None]:
+    """Entra ID test mode: (payload, None) when the JWT's audience is one of ``audiences`` and it has not
+    expired, else ({}, why).  The signature is not verified (no identity provider is reachable offline)."""
+    try:
+        payload_b64 = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(payload_b64 + "=" * (-len(payload_b64) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return {}, "The bearer token is not a JWT"
+    if not isinstance(payload, dict) or payload.get("aud") not in audiences:
+        aud = payload.get("aud") if isinstance(payload, dict) else None
+        return {}, f"The bearer token audience {aud!r} is not {audiences[0]}"
+    if not isinstance(payload.get("exp"), (int, float)) or payload["exp"] + CLOCK_SKEW_S < time.time():
+        return {}, "The bearer token has expired"
+    return payload, None

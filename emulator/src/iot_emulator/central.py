@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import CLOCK_SKEW_S
+from .auth import CLOCK_SKEW_S, check_test_jwt
 from .errors import ApiError
 
 CENTRAL_API_VERSIONS = frozenset({"2022-05-31", "2022-07-31", "2022-10-31-preview", "2023-07-31-preview"})
@@ -101,17 +101,9 @@ class CentralApi:
     def _check_bearer(self, token: str) -> None:
         if not self.emu.settings.entra_test_mode:
             raise ApiError(401, "Unauthorized", "Bearer tokens are accepted only with --entra-test-mode")
-        try:
-            part = token.split(".")[1]
-            payload = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-        except (IndexError, ValueError):
-            raise ApiError(401, "Unauthorized", "The bearer token is not a JWT") from None
-        if payload.get("aud") not in CENTRAL_AUDIENCES:
-            raise ApiError(401, "Unauthorized", f"The bearer token audience {payload.get('aud')!r} is not "
-                           "https://apps.azureiotcentral.com")
-        if not isinstance(payload.get("exp"), (int, float)) or payload["exp"] + CLOCK_SKEW_S < \
-                _dt.datetime.now(_dt.timezone.utc).timestamp():
-            raise ApiError(401, "Unauthorized", "The bearer token has expired")
+        _, problem = check_test_jwt(token, CENTRAL_AUDIENCES)
+        if problem:
+            raise ApiError(401, "Unauthorized", problem)
 
     def _device_id(self, request: Request) -> str:
         device_id = request.path_params["device_id"]
