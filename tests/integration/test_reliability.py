@@ -150,7 +150,7 @@ def test_query_lag_10s_no_failure_no_duplicate(emulator_factory, runner_for):
 def test_emulator_restart_mid_run_recovers(emulator_factory, runner_for, tmp_path):
     emu = emulator_factory("--latency-ms", "30", "--state-file", str(tmp_path / "state.json"))
     runner = runner_for(emu)
-    devices = [{"device_id": f"r{i:03d}"} for i in range(400)]
+    devices = [{"device_id": f"r{i:03d}"} for i in range(800)]
     box = {}
 
     def go():
@@ -170,6 +170,7 @@ def test_emulator_restart_mid_run_recovers(emulator_factory, runner_for, tmp_pat
     th.join(600)
     r = box["run"]
     assert r.rc == 0, r.output[-3000:]
+    assert emu.stats()["registry_writes"] > 0  # the restarted process took writes: the restart was mid-run
     hub = HubClient(emu.connection_string, emu.ca_path)
     assert all_ids(hub) == [d["device_id"] for d in devices]
     again = runner.run(play(task("fleet", "iothub_device_bulk", devices=devices)), verbosity=0)
