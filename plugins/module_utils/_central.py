@@ -156,6 +156,24 @@ class CentralClient:
             if not url:
                 return out
 
+    def check_references(self, plan: "CentralPlan") -> None:
+        """Before a write: the template and organization it sets must exist in the application (so bad input
+        is refused without a write)."""
+        if plan.action not in ("create", "update"):
+            return
+        template = (plan.body or {}).get("template")
+        checks = [("deviceTemplates", template, "template")] if template else []
+        checks += [("organizations", org, "organizations") for org in (plan.body or {}).get("organizations") or []]
+        for kind, ref, option in checks:
+            r = self.http.request("GET", f"/api/{kind}/{urllib.parse.quote(ref, safe='')}", safe=True,
+                                  what=f"GET {kind} {ref!r}")
+            self.reads += 1
+            if r.status_code == 404:
+                raise IoTApiError(f"{option}: {ref!r} does not exist in this IoT Central application; create it "
+                                  "there first or fix the id", 404, "NotFound")
+            if r.status_code != 200:
+                raise error_from_response(r, f"GET {kind} {ref!r}")
+
     def credentials(self, device_id: str) -> Dict[str, Any]:
         r = self.http.request("GET", self._path(device_id, "/credentials"), safe=True,
                               what=f"GET credentials of {device_id!r}")
@@ -223,6 +241,7 @@ def ensure_central_device(client: CentralClient, spec: CentralSpec, *, check_mod
         plan = plan_central(spec, current)
         if pinned_etag is not None and plan.body is not None and plan.action == "update":
             plan.body["etag"] = pinned_etag
+        client.check_references(plan)
         if plan.action == "none" or check_mode:
             predicted = current if plan.action == "none" else (
                 None if plan.action == "delete" else _predict(current, plan))

@@ -16,6 +16,8 @@ description:
     a blind C(PUT), which would re-enable or rename the device.
   - Options that are not given are not managed. If the device changes between the read and the write (HTTP 412),
     the module reads it again and re-plans, unless O(etag) pins the expected version.
+  - Before writing, the module checks that the template and organization it sets exist in the application,
+    so a typo fails without a write.
 author:
   - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:

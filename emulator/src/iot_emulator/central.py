@@ -253,6 +253,21 @@ class CentralApi:
                 raise ApiError(404, "NotFound", f"Device {device_id!r} does not exist")
             return _json({"idScope": app.id_scope, "symmetricKey": dict(app.credentials[device_id])})
 
+        async def template(request: Request) -> Response:
+            template_id = request.path_params["template_id"]
+            emu.stats.central_reads += 1
+            if template_id not in app.templates:
+                raise ApiError(404, "NotFound", f"Device template {template_id!r} does not exist")
+            return _json({"@id": template_id, "@type": ["ModelDefinition", "DeviceModel"],
+                          "displayName": template_id.split(":")[-1].split(";")[0]})
+
+        async def organization(request: Request) -> Response:
+            org_id = request.path_params["org_id"]
+            emu.stats.central_reads += 1
+            if org_id not in app.organizations:
+                raise ApiError(404, "NotFound", f"Organization {org_id!r} does not exist")
+            return _json({"id": org_id, "displayName": org_id})
+
         async def device(request: Request) -> Response:
             fn = {"GET": get_device, "PUT": put_device, "PATCH": patch_device, "DELETE": delete_device}[request.method]
             return await fn(request)
@@ -260,6 +275,8 @@ class CentralApi:
         return [
             Route("/api/devices", endpoint(list_devices), methods=["GET"]),
             Route("/api/devices/{device_id}/credentials", endpoint(credentials), methods=["GET"]),
+            Route("/api/deviceTemplates/{template_id}", endpoint(template), methods=["GET"]),
+            Route("/api/organizations/{org_id}", endpoint(organization), methods=["GET"]),
             Route("/api/devices/{device_id}", self._split(endpoint(device), endpoint(device, write=True)),
                   methods=["GET", "PUT", "PATCH", "DELETE"]),
         ]
