@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint sanity docs test-unit test-emulator test-integration demo bench clean
+.PHONY: all venv test lint sanity docs compat test-unit test-emulator test-integration demo bench clean
 
 all: test
 
@@ -46,6 +46,9 @@ demo: venv
 
 docs: venv
 	scripts/docs.sh
+
+compat:
+	scripts/compat.sh
 
 bench: venv
 	$(BIN)/python scripts/bench.py
