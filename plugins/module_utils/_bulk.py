@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import PLANNED_SCOPE_PREFIX, quote_literal
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import MAX_EDGE_DEPTH, DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import quote_literal
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
+    MAX_EDGE_DEPTH,
+    DeviceSpec,
+    is_planned_scope,
+    planned_scope,
+)
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
     DevicePlan,
     PlanError,
@@ -291,7 +296,7 @@ class BulkReconciler:
         if scope:
             return scope
         if self.check_mode:
-            return f"{PLANNED_SCOPE_PREFIX}{s.parent}-planned"
+            return planned_scope(s.parent)
         raise PlanError(f"devices: parent {s.parent!r} of {s.device_id!r} has no deviceScope yet")
 
     def plan(self, s: DeviceSpec):
@@ -434,7 +439,7 @@ class BulkReconciler:
         if plan.action in ("create", "update"):
             body = dict(plan.body)
             if plan.after["edge_enabled"] and not body.get("deviceScope"):
-                body["deviceScope"] = f"{PLANNED_SCOPE_PREFIX}{s.device_id}-planned"
+                body["deviceScope"] = planned_scope(s.device_id)
             self.state[s.device_id] = Known(body, True, None)
 
     # ------------------------------------------------------------------ run
@@ -480,7 +485,7 @@ class BulkReconciler:
             if s.state != "present" or not self._is_edge(s.device_id):
                 continue
             scope = (self.state[s.device_id].identity or {}).get("deviceScope")
-            if scope and scope.endswith("-planned"):
+            if is_planned_scope(scope):
                 scope = None
             out.append({"device_id": s.device_id, "device_scope": scope, "parent": s.parent or None,
                         "children": sorted(children.get(s.device_id, []))})

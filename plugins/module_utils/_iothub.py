@@ -16,13 +16,12 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
     IoTApiError,
     error_from_response,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, planned_scope
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import DevicePlan, PlanError, plan_device
 
 API_VERSION = "2021-04-12"
 QUERY_PAGE_SIZE = 1000
 MAX_REPLANS = 5
-PLANNED_SCOPE_PREFIX = "ms-azure-iot-edge://"
 
 
 def _q(device_id: str) -> str:
@@ -148,7 +147,7 @@ class IoTHubClient:
         if device is None and check_mode:
             if notes is not None:
                 notes.append(f"parent {parent!r} does not exist yet; check mode assumes it will be created first")
-            return f"{PLANNED_SCOPE_PREFIX}{parent}-planned"
+            return planned_scope(parent)
         if device is None:
             raise PlanError(f"parent: device {parent!r} does not exist; create the edge device first "
                             "(or list it before its children in iothub_device_bulk)")

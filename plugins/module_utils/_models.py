@@ -52,6 +52,15 @@ def check_key(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def planned_scope(device_id: str) -> str:
+    """The stand-in scope check mode plans with for an edge device that does not exist yet."""
+    return f"{EDGE_SCOPE_PREFIX}{device_id}-planned"
+
+
+def is_planned_scope(scope: Optional[str]) -> bool:
+    return bool(scope) and scope.startswith(EDGE_SCOPE_PREFIX) and scope.endswith("-planned")
+
+
 def parent_id_of_scope(scope: Optional[str]) -> Optional[str]:
     """Best-effort device id from an edge scope, for display only (scopes are opaque, iot-api.md §5)."""
     if not scope:

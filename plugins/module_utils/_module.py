@@ -22,7 +22,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import Valid
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, EtagConflict, IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, SECRET_FIELDS, PlanError
 
 # Shared by every module of the fleet.azure_iot.iothub action group (doc fragment: fleet.azure_iot.iothub).
 RETRY_ARGS = dict(
@@ -109,6 +109,17 @@ def hide_secrets(module: AnsibleModule, device, keep_secrets: bool) -> None:
     if not keep_secrets:
         for value in device_secrets(device):
             module.no_log_values.add(value)
+
+
+def hide_plan_secrets(module: AnsibleModule, plans, keep_secrets: bool = False) -> None:
+    """Mask the keys that plans saw (before and after views) anywhere in the output."""
+    if keep_secrets:
+        return
+    for plan in plans:
+        for view in (plan.before, plan.after):
+            for field in SECRET_FIELDS:
+                if view and view.get(field):
+                    module.no_log_values.add(view[field])
 
 
 def device_connection_string(host: str, device) -> str | None:

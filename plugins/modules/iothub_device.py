@@ -205,6 +205,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     build_hub_client,
     device_connection_string,
     device_secrets,
+    hide_plan_secrets,
     hide_secrets,
     redact_device,
     run_module,
@@ -240,10 +241,7 @@ def run(module: AnsibleModule) -> dict:
     client = build_hub_client(p)
     res = ensure_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
     keep = p["return_secrets"]
-    for view in (res.plan.before, res.plan.after):
-        for k in ("primary_key", "secondary_key"):
-            if view and view.get(k) and not keep:
-                module.no_log_values.add(view[k])
+    hide_plan_secrets(module, [res.plan], keep)
     hide_secrets(module, res.device, keep)
     result = {
         "changed": res.changed,

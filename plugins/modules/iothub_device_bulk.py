@@ -206,10 +206,10 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
     build_hub_client,
+    hide_plan_secrets,
     run_module,
 )
-
-SECRET_FIELDS = ("primary_key", "secondary_key")
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import SECRET_FIELDS
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -305,11 +305,7 @@ def run(module: AnsibleModule) -> dict:
             updated=sorted(out.updated), deleted=sorted(out.deleted), unchanged=sorted(out.unchanged),
             failed_devices=out.failed, not_done=pending, requests=client.counters.as_dict(),
             error=exc.to_dict()) from None
-    for plan in rec.plans.values():
-        for view in (plan.before, plan.after):
-            for k in SECRET_FIELDS:
-                if view and view.get(k):
-                    module.no_log_values.add(view[k])
+    hide_plan_secrets(module, rec.plans.values())
     result = {
         "changed": bool(out.created or out.updated or out.deleted),
         "created": sorted(out.created), "updated": sorted(out.updated), "deleted": sorted(out.deleted),
