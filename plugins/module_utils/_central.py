@@ -27,12 +27,13 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import BaseModel, ConfigDict, field_validator
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
-    AmbiguousWriteError,
     HttpClient,
     IoTApiError,
     error_from_response,
+    maybe_applied,
+    tls_verify,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import EtagConflict, MAX_REPLANS
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
 
 API_VERSION = "2022-07-31"
 DEVICE_ID_RE = re.compile(r"^[a-z0-9._:-]{1,128}$")
@@ -194,7 +195,7 @@ class CentralClient:
         return self.http.request("DELETE", path, safe=True, what=f"delete {plan.device_id!r}")
 
 
-def build_central_client(params: dict, policy) -> CentralClient:
+def build_central_client(params: dict, policy, warn=None) -> CentralClient:
     url, sub = params.get("app_url"), params.get("app_subdomain")
     if sub:  # an explicit subdomain wins over an app_url (which may come from the environment)
         url = f"https://{sub}.{params['base_domain'].strip('.')}"
@@ -215,55 +216,46 @@ def build_central_client(params: dict, policy) -> CentralClient:
         credential = StaticCredential(token)
     else:
         credential = EntraCredential(IOTCENTRAL_SCOPE)
-    http = HttpClient(f"{parsed.scheme}://{parsed.netloc}", credential, api_version=API_VERSION,
-                      verify=params["validate_certs"], ca_path=params.get("ca_path"), timeout=params["timeout"],
-                      policy=policy, service="IoT Central")
+    verify = tls_verify(params["validate_certs"], params.get("ca_path"), "ca_path (or IOTCENTRAL_CA_PATH)", warn)
+    http = HttpClient(f"{parsed.scheme}://{parsed.netloc}", credential, api_version=API_VERSION, verify=verify,
+                      timeout=params["timeout"], policy=policy, service="IoT Central",
+                      origin="app_url (or IOTCENTRAL_APP_URL) / app_subdomain")
     return CentralClient(http)
 
 
-@dataclass
-class CentralResult:
-    plan: CentralPlan
-    device: Optional[Dict[str, Any]]
-    changed: bool
-    notes: List[str] = field(default_factory=list)
+class CentralDeviceResource(Resource):
+    """A Central device for ``converge``: GET, ``plan_central``, PUT / PATCH with the body etag / DELETE."""
+
+    def __init__(self, client: CentralClient, spec: CentralSpec):
+        self.client, self.spec = client, spec
+        self.label = f"Central device {spec.device_id!r}"
+
+    def read(self):
+        return self.client.get(self.spec.device_id)
+
+    def plan(self, current, pinned_etag):
+        plan = plan_central(self.spec, current)
+        if pinned_etag is not None and plan.body is not None and plan.action == "update":
+            plan.body["etag"] = pinned_etag
+        self.client.check_references(plan)
+        return plan
+
+    def write(self, plan) -> Written:
+        r = self.client.write(plan)
+        if r.status_code in (200, 201, 204):
+            return Written(True, None if plan.action == "delete" else r.json(), r.status_code, maybe_applied(r))
+        if r.status_code in (404, 412) or (r.status_code == 409 and plan.action == "create"):
+            return Written(False, None, r.status_code, maybe_applied(r))
+        raise error_from_response(r, f"{plan.action} Central device {self.spec.device_id!r}")
+
+    def predict(self, current, plan):
+        return None if plan.action == "delete" else _predict(current, plan)
 
 
 def ensure_central_device(client: CentralClient, spec: CentralSpec, *, check_mode: bool,
-                          pinned_etag: Optional[str] = None) -> CentralResult:
-    notes: List[str] = []
-    wrote = False
-    for attempt in range(1, MAX_REPLANS + 1):
-        current = client.get(spec.device_id)
-        if pinned_etag is not None and current is not None and current.get("etag") != pinned_etag:
-            raise EtagConflict(f"etag: Central device {spec.device_id!r} has another etag than the expected one: it "
-                               "was changed by someone else; read it again and decide, or drop the etag option")
-        plan = plan_central(spec, current)
-        if pinned_etag is not None and plan.body is not None and plan.action == "update":
-            plan.body["etag"] = pinned_etag
-        client.check_references(plan)
-        if plan.action == "none" or check_mode:
-            predicted = current if plan.action == "none" else (
-                None if plan.action == "delete" else _predict(current, plan))
-            return CentralResult(plan, predicted, wrote or (check_mode and plan.action != "none"), notes)
-        try:
-            r = client.write(plan)
-        except AmbiguousWriteError as exc:
-            wrote = True
-            notes.append(f"attempt {attempt}: {exc}; re-reading")
-            continue
-        if r.status_code in (200, 201, 204):
-            return CentralResult(plan, None if plan.action == "delete" else r.json(), True, notes)
-        if r.status_code == 404 and plan.action == "delete":
-            return CentralResult(plan, None, wrote, notes + ["already deleted"])
-        if r.status_code in (404, 412) and pinned_etag is None:
-            notes.append(f"attempt {attempt}: HTTP {r.status_code} on {plan.action}; the device changed, re-planning")
-            continue
-        if r.status_code == 412:
-            raise EtagConflict(f"etag: Central device {spec.device_id!r} changed since the expected etag (HTTP 412); "
-                               "read it again and decide, or drop the etag option")
-        raise error_from_response(r, f"{plan.action} Central device {spec.device_id!r}")
-    raise IoTApiError(f"Central device {spec.device_id!r} kept changing while it was being written; run again")
+                          pinned_etag: Optional[str] = None) -> Converged:
+    return converge(CentralDeviceResource(client, spec), check_mode=check_mode, pinned_etag=pinned_etag,
+                    state_present=spec.state == "present")
 
 
 def _predict(current: Optional[Dict[str, Any]], plan: CentralPlan) -> Dict[str, Any]:

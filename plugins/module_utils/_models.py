@@ -215,8 +215,6 @@ class DeviceSpec(BaseModel):
             raise ValueError(f"auth_type={self.auth_type} takes no primary_key/secondary_key; use auth_type=sas")
         if self.auth_type in ("sas", "certificate_authority", "none") and has_tp:
             raise ValueError(f"auth_type={self.auth_type} takes no thumbprints; use auth_type=self_signed")
-        if self.secondary_thumbprint is not None and self.primary_thumbprint is None:
-            raise ValueError("secondary_thumbprint needs primary_thumbprint")
         if self.parent and self.parent == self.device_id:
             raise ValueError("parent: a device cannot be its own parent")
         return self
@@ -228,7 +226,7 @@ class DeviceSpec(BaseModel):
             return AUTH_TYPES[self.auth_type]
         if self.primary_key is not None or self.secondary_key is not None:
             return "sas"
-        if self.primary_thumbprint is not None:
+        if self.primary_thumbprint is not None or self.secondary_thumbprint is not None:
             return "selfSigned"
         return None
 

@@ -7,6 +7,7 @@ secret redaction and turning errors into ``fail_json``."""
 from __future__ import annotations
 
 import copy
+import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
@@ -19,10 +20,11 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
     parse_connection_string,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError, check_requirements
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, EtagConflict, IoTHubClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy, tls_verify
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, SECRET_FIELDS, PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import EtagConflict
 
 # Shared by every module of the fleet.azure_iot.iothub action group (doc fragment: fleet.azure_iot.iothub).
 RETRY_ARGS = dict(
@@ -58,7 +60,23 @@ def retry_policy(params: dict) -> RetryPolicy:
                        backoff_seconds=params.get("retry_backoff_seconds"))
 
 
-def build_hub_client(params: dict) -> IoTHubClient:
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*|\[[0-9A-Fa-f:.]+\])"
+                     r"(?::[0-9]{1,5})?$")
+
+
+def check_host(host: str, option: str) -> str:
+    """A host name with an optional :port, nothing else: refused before any request otherwise."""
+    host = (host or "").strip()
+    if "://" in host:
+        raise ModuleFailure(f"{option}: {host!r} must be a host name such as myhub.azure-devices.net, not a URL; "
+                            "drop the scheme (https://)")
+    if not HOST_RE.match(host):
+        raise ModuleFailure(f"{option}: {host!r} is not a host name (letters, digits, '-' and '.', with an optional "
+                            ":port, and no path), for example myhub.azure-devices.net")
+    return host
+
+
+def build_hub_client(params: dict, warn=None) -> IoTHubClient:
     """Validate the connection options (before any request) and build the client."""
     cs, hostname, mode = params.get("connection_string"), params.get("hostname"), params.get("auth_mode")
     if mode is None:
@@ -70,19 +88,20 @@ def build_hub_client(params: dict) -> IoTHubClient:
         if not cs:
             raise ModuleFailure("auth_mode=sas needs connection_string (or IOTHUB_CONNECTION_STRING)")
         parts = parse_connection_string(cs)
-        host = parts["HostName"]
+        origin = "the HostName of connection_string (or IOTHUB_CONNECTION_STRING)"
+        host = check_host(parts["HostName"], origin)
         if hostname and params.get("auth_mode") == "sas" and hostname.lower() != host.lower():
             raise ModuleFailure(f"hostname {hostname!r} differs from the HostName of connection_string; drop one")
         credential = SasCredential(host, parts["SharedAccessKeyName"], parts["SharedAccessKey"])
     else:
         if not hostname:
             raise ModuleFailure("auth_mode=entra needs hostname (or IOTHUB_HOSTNAME), e.g. myhub.azure-devices.net")
-        host = hostname.strip().rstrip("/")
-        if "://" in host:
-            raise ModuleFailure(f"hostname {hostname!r} must be a host name (with an optional :port), not a URL")
+        origin = "hostname (or IOTHUB_HOSTNAME)"
+        host = check_host(hostname.rstrip("/"), origin)
         credential = EntraCredential(IOTHUB_SCOPE)
-    http = HttpClient(f"https://{host}", credential, api_version=API_VERSION, verify=params["validate_certs"],
-                      ca_path=params.get("ca_path"), timeout=params["timeout"], policy=retry_policy(params))
+    verify = tls_verify(params["validate_certs"], params.get("ca_path"), "ca_path (or IOTHUB_CA_PATH)", warn)
+    http = HttpClient(f"https://{host}", credential, api_version=API_VERSION, verify=verify,
+                      timeout=params["timeout"], policy=retry_policy(params), origin=origin)
     return IoTHubClient(http, host)
 
 
@@ -142,10 +161,14 @@ def run_module(module: AnsibleModule, body) -> None:
         failure = dict(msg=str(exc), **exc.details)
     except ValidationError as exc:
         failure = dict(msg=f"Invalid input: {format_validation_error(exc)}")
-    except (AuthError, PlanError, EtagConflict) as exc:
+    except (AuthError, PlanError) as exc:
         failure = dict(msg=str(exc))
+    except EtagConflict as exc:
+        failure = dict(msg=str(exc), changed=getattr(exc, "changed", False))
     except IoTApiError as exc:
-        failure = dict(msg=str(exc), error=exc.to_dict())
+        # A write whose answer was lost may have landed: the failed task says changed (never hide a write).
+        failure = dict(msg=str(exc), error=exc.to_dict(),
+                       changed=bool(getattr(exc, "changed", False) or getattr(exc, "final", False)))
     except Exception as exc:  # pylint: disable=broad-except
         failure = dict(msg=f"Unexpected error: {type(exc).__name__}: {exc}", exception=traceback.format_exc())
     if failure is not None:

@@ -79,9 +79,8 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: A thermostat from a template, in an organization
+- name: A thermostat from a template, in an organization (the application from IOTCENTRAL_APP_URL)
   fleet.azure_iot.iotcentral_device:
-    app_subdomain: contoso-store
     device_id: checkout-thermostat-1
     display_name: Checkout thermostat 1
     template: "dtmi:contoso:testDeviceTemplate;1"
@@ -103,6 +102,16 @@ EXAMPLES = r"""
   fleet.azure_iot.iotcentral_device:
     device_id: checkout-thermostat-1
     state: absent
+
+- name: Name the application once for every IoT Central task of a play
+  module_defaults:
+    group/fleet.azure_iot.iotcentral:
+      app_subdomain: contoso-store
+      api_token: "{{ vault_central_api_token }}"
+  block:
+    - name: Read a device of contoso-store.azureiotcentral.com
+      fleet.azure_iot.iotcentral_device_info:
+        device_id: checkout-thermostat-2
 """
 
 RETURN = r"""
@@ -155,11 +164,11 @@ SPEC_OPTIONS = ("device_id", "state", "display_name", "template", "simulated", "
 def run(module: AnsibleModule) -> dict:
     p = module.params
     spec = CentralSpec(**{k: p[k] for k in SPEC_OPTIONS})
-    client = build_central_client(p, retry_policy(p))
+    client = build_central_client(p, retry_policy(p), module.warn)
     res = ensure_central_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
     result = {"changed": res.changed, "action": res.plan.action, "changes": sorted(res.plan.changes),
-              "device": res.device, "notes": res.notes}
-    if p["return_credentials"] and res.device is not None and not (module.check_mode and res.plan.action == "create"):
+              "device": res.obj, "notes": res.notes}
+    if p["return_credentials"] and res.obj is not None and not (module.check_mode and res.plan.action == "create"):
         result["credentials"] = client.credentials(spec.device_id)
     if module._diff:
         result["diff"] = {"before": res.plan.before or {}, "after": res.plan.after or {},

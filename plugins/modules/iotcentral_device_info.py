@@ -41,7 +41,6 @@ seealso:
 EXAMPLES = r"""
 - name: Every thermostat of the Seattle organization
   fleet.azure_iot.iotcentral_device_info:
-    app_subdomain: contoso-store
     template: "dtmi:contoso:testDeviceTemplate;1"
     organization: seattle
   register: thermostats
@@ -77,7 +76,7 @@ def run(module: AnsibleModule) -> dict:
     p = module.params
     if p["device_id"] is not None:
         CentralSpec(device_id=p["device_id"])  # validated before any request
-    client = build_central_client(p, retry_policy(p))
+    client = build_central_client(p, retry_policy(p), module.warn)
     if p["device_id"] is not None:
         device = client.get(p["device_id"])
         devices = [device] if device else []

@@ -34,7 +34,7 @@ attributes:
 options:
   device_id:
     description:
-      - "The device id: up to 128 ASCII letters, digits and the characters C(- : . + % _ # * ? ! ( ) , = @ ; $ ')."
+      - 'The device id: up to 128 ASCII letters, digits and the characters V(- : . + % _ # * ? ! ( \) , = @ ; $ '').'
     type: str
     required: true
     aliases: [name]
@@ -94,6 +94,14 @@ options:
       - The ETag the device is expected to have. If the hub's device has another one, the task fails with a
         conflict instead of overwriting a change made by someone else.
     type: str
+  orphan_children:
+    description:
+      - With O(state=absent), delete an IoT Edge device even though devices still name it as their parent.
+      - By default such a delete fails before any write and names the children, because they would be left
+        pointing at a C(deviceScope) that no longer exists. Move or delete them first, or set this to V(true).
+    type: bool
+    default: false
+    version_added: 1.1.0
   return_secrets:
     description:
       - Return the device's symmetric keys in RV(device) and its RV(connection_string).
@@ -232,26 +240,30 @@ def argument_spec() -> dict:
         parent=dict(type="str"),
         etag=dict(type="str"),
         return_secrets=dict(type="bool", default=False),
+        orphan_children=dict(type="bool", default=False),
     )
 
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
     spec = DeviceSpec(**{k: p[k] for k in SPEC_OPTIONS})  # validated before any request
-    client = build_hub_client(p)
-    res = ensure_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
+    client = build_hub_client(p, module.warn)
+    res = ensure_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"],
+                        orphan_children=p["orphan_children"])
+    for warning in res.warnings:
+        module.warn(warning)
     keep = p["return_secrets"]
     hide_plan_secrets(module, [res.plan], keep)
-    hide_secrets(module, res.device, keep)
+    hide_secrets(module, res.obj, keep)
     result = {
         "changed": res.changed,
         "action": res.plan.action,
         "changes": option_names(res.plan.changes),
-        "device": redact_device(res.device, keep),
+        "device": redact_device(res.obj, keep),
         "notes": res.notes,
     }
-    if keep and device_secrets(res.device):
-        result["connection_string"] = device_connection_string(client.host, res.device)
+    if keep and device_secrets(res.obj):
+        result["connection_string"] = device_connection_string(client.host, res.obj)
     if module._diff:
         result["diff"] = plan_diff(res.plan, f"iothub device {spec.device_id}")
     return result

@@ -37,7 +37,8 @@ attributes:
 options:
   devices:
     description:
-      - The devices to converge. Each entry takes the options of M(fleet.azure_iot.iothub_device) (C(device_id),
+      - The devices to converge. An entry is a device id (a string), or a dictionary that takes the options of
+        M(fleet.azure_iot.iothub_device) (C(device_id),
         C(state), C(auth_type), C(primary_key), C(secondary_key), C(primary_thumbprint), C(secondary_thumbprint),
         C(status), C(status_reason), C(edge_enabled), C(parent)) plus C(tags) and C(desired_properties).
       - C(tags) and C(desired_properties) are dictionaries; only the keys given are managed, and a key set to
@@ -45,7 +46,7 @@ options:
       - A C(parent) may be another entry of the list (it is written first) or a device that already exists.
       - Exactly one of O(devices) and O(tree) is required.
     type: list
-    elements: dict
+    elements: raw
   tree:
     description:
       - The devices as a tree instead of a flat list, mutually exclusive with O(devices). It is a list of nodes,
@@ -68,15 +69,54 @@ options:
     default: false
   prune_children:
     description:
-      - Delete the devices whose parent is a declared IoT Edge device but which are not declared themselves
-        (for example a sensor removed from a gateway's list). Devices elsewhere in the hub are never touched.
+      - Delete the undeclared direct children of the declared IoT Edge devices whose children this task
+        declares (for example a sensor removed from a gateway's list).
+      - Which gateways that is. The roots of the declared devices (their C(parent) is not declared in this task),
+        the gateways at least one declared device names as C(parent), and, with O(tree), the nodes that carry a
+        C(children) list (V([]) included). A nested gateway declared without any of its children keeps them.
+      - Devices elsewhere in the hub, and grandchildren, are never touched; see O(prune_descendants).
     type: bool
     default: false
+  prune_descendants:
+    description:
+      - With O(prune_children), an undeclared IoT Edge device that is pruned takes its whole subtree with it
+        (children are deleted before their parents). This is what the role C(fleet.azure_iot.edge_hierarchy) does when a
+        gateway is removed from its tree.
+      - Without it, pruning a gateway that still has children fails, as O(orphan_children) describes.
+    type: bool
+    default: false
+    version_added: 1.1.0
+  orphan_children:
+    description:
+      - Delete IoT Edge devices even when devices that this task neither deletes nor moves still name them as
+        their parent.
+      - By default such a run fails before any write and names the children, because they would be left pointing
+        at a C(deviceScope) that no longer exists.
+    type: bool
+    default: false
+    version_added: 1.1.0
+  max_deletes:
+    description:
+      - The most devices this run may delete (declared C(state=absent) and pruned together). A run that would
+        delete more fails before any write and says how many, with the first ids.
+      - When not set, a prune that would delete every device its selector matches (O(prune_query), or all the
+        children O(prune_children) looks at) is refused; that is the mark of an empty or wrong device list.
+        Set O(max_deletes) to the number you mean to delete to allow it.
+    type: int
+    version_added: 1.1.0
   prune_query:
     description:
       - The WHERE clause of an IoT Hub query that selects the devices this task owns, for example
-        C(tags.fleet = 'plant-7'). Required with O(prune=true).
+        C(tags.fleet = 'plant-7'). Required with O(prune=true), and an error without it.
     type: str
+  diff_detail:
+    description:
+      - With C(--diff), V(summary) shows every changed device in full up to 50 of them; above that, a summary (how
+        many are created, updated and deleted) and the first 50 in full. V(full) always shows every device.
+    type: str
+    choices: [summary, full]
+    default: summary
+    version_added: 1.1.0
   batch_size:
     description:
       - Devices per bulk call, at most 100.
@@ -116,11 +156,13 @@ EXAMPLES = r"""
     prune: true
     prune_query: "tags.fleet = 'plant-7'"
 
-- name: Thousands of sensors from a variable
+- name: Thousands of sensors, given by id (an entry may be a device id instead of a dictionary)
   fleet.azure_iot.iothub_device_bulk:
-    devices: "{{ range(1, 5001) | map('string') | map('regex_replace', '^', 'sensor-') | map('community.general.dict_kv', 'device_id') | list }}"
+    devices: "{{ range(1, 5001) | map('string') | map('regex_replace', '^', 'sensor-') | list }}"
     defaults:
       status: enabled
+      tags:
+        batch: sensors-2026
 """
 
 RETURN = r"""
@@ -198,10 +240,8 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, validate_fleet
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, parse_fleet, validate_fleet
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, format_validation_error
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
@@ -209,88 +249,18 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     hide_plan_secrets,
     run_module,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import SECRET_FIELDS
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def parse_specs(devices, defaults) -> list:
-    """Validate every entry before any request; errors name the entry and the option."""
-    if not isinstance(defaults, dict):
-        raise ModuleFailure("defaults must be a dictionary of device options")
-    specs, problems = [], []
-    for i, entry in enumerate(devices):
-        if not isinstance(entry, dict):
-            problems.append(f"devices[{i}]: must be a dictionary with at least device_id")
-            continue
-        merged = {**defaults, **entry}
-        for key in ("tags", "desired_properties"):  # dictionaries merge key by key; the entry wins
-            if isinstance(defaults.get(key), dict) and isinstance(entry.get(key), dict):
-                merged[key] = deep_merge(defaults[key], entry[key])
-        label = f"devices[{i}] ({entry.get('device_id')})" if entry.get("device_id") else f"devices[{i}]"
-        try:
-            specs.append(DeviceSpec(**merged))
-        except ValidationError as exc:
-            problems.append(f"{label}: {format_validation_error(exc)}")
-    if problems:
-        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise ModuleFailure("Invalid input: " + "; ".join(problems[:10]) + more)
-    return specs
-
-
-def flatten_tree(tree) -> list:
-    """Nested nodes -> flat device entries with parent and edge_enabled set; errors name the node's path."""
-    out, problems = [], []
-
-    def walk(nodes, path, parent):
-        if not isinstance(nodes, list):
-            problems.append(f"{path}: must be a list of device nodes")
-            return
-        for i, node in enumerate(nodes):
-            where = f"{path}[{i}]"
-            if not isinstance(node, dict):
-                problems.append(f"{where}: must be a dictionary with at least device_id")
-                continue
-            node = dict(node)
-            children = node.pop("children", None) or []
-            label = f"{where} ({node.get('device_id')})"
-            if children:
-                if node.get("edge_enabled") is False:
-                    problems.append(f"{label}: a leaf device (edge_enabled=false) cannot have children; only IoT "
-                                    "Edge devices can be parents")
-                node.setdefault("edge_enabled", True)
-            if parent is not None:
-                if node.get("parent") not in (None, parent):
-                    problems.append(f"{label}: parent {node['parent']!r} contradicts its place below {parent!r}")
-                node["parent"] = parent
-            out.append(node)
-            walk(children, f"{label}.children", node.get("device_id"))
-
-    walk(tree, "tree", None)
-    if problems:
-        raise ModuleFailure("Invalid tree: " + "; ".join(problems[:10]))
-    return out
 
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
-    devices = p["devices"] if p["devices"] is not None else flatten_tree(p["tree"])
-    for entry in list(devices) + [p["defaults"] or {}]:
-        if isinstance(entry, dict):
-            for k in SECRET_FIELDS:
-                if isinstance(entry.get(k), str):
-                    module.no_log_values.add(entry[k])
-    specs = parse_specs(devices, p["defaults"])
-    validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"])
-    client = build_hub_client(p)
+    specs, declares_children = parse_fleet(p["devices"], p["tree"], p["defaults"], module.no_log_values.add)
+    validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"], p["max_deletes"])
+    client = build_hub_client(p, module.warn)
     rec = BulkReconciler(client, specs, prune=p["prune"], prune_query=p["prune_query"], batch_size=p["batch_size"],
                          max_concurrency=p["max_concurrency"], check_mode=module.check_mode,
-                         prune_children=p["prune_children"])
+                         prune_children=p["prune_children"], prune_descendants=p["prune_descendants"],
+                         orphan_children=p["orphan_children"], max_deletes=p["max_deletes"],
+                         declares_children=declares_children)
     try:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
@@ -301,20 +271,22 @@ def run(module: AnsibleModule) -> dict:
             f"{exc}. Applied before the failure: created {len(out.created)}, updated {len(out.updated)}, deleted "
             f"{len(out.deleted)}; not done: {len(pending)} device(s) ({', '.join(pending[:10])}"
             f"{', ...' if len(pending) > 10 else ''}). Run again to converge.",
-            changed=bool(out.created or out.updated or out.deleted), created=sorted(out.created),
+            changed=out.changed, created=sorted(out.created),
             updated=sorted(out.updated), deleted=sorted(out.deleted), unchanged=sorted(out.unchanged),
             failed_devices=out.failed, not_done=pending, requests=client.counters.as_dict(),
             error=exc.to_dict()) from None
+    for warning in sorted(set(out.warnings)):
+        module.warn(warning)
     hide_plan_secrets(module, rec.plans.values())
     result = {
-        "changed": bool(out.created or out.updated or out.deleted),
+        "changed": out.changed,
         "created": sorted(out.created), "updated": sorted(out.updated), "deleted": sorted(out.deleted),
         "unchanged": sorted(out.unchanged), "failed_devices": out.failed, "edge_devices": rec.edge_devices(),
         "requests": client.counters.as_dict(),
         "notes": out.notes,
     }
     if module._diff:
-        result["diff"] = rec.diffs()
+        result["diff"] = rec.diffs(p["diff_detail"])
     if out.failed:
         first = "; ".join(f"{f['deviceId']}: {f['errorCode']} ({f['operation']})" for f in out.failed[:5])
         raise ModuleFailure(f"{len(out.failed)} device(s) failed, the others were applied (created "
@@ -327,9 +299,13 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             IOTHUB_ARGS,
-            devices=dict(type="list", elements="dict"),
+            devices=dict(type="list", elements="raw"),
             tree=dict(type="list", elements="dict"),
             prune_children=dict(type="bool", default=False),
+            prune_descendants=dict(type="bool", default=False),
+            orphan_children=dict(type="bool", default=False),
+            max_deletes=dict(type="int"),
+            diff_detail=dict(type="str", choices=["summary", "full"], default="summary"),
             defaults=dict(type="dict", default={}),
             prune=dict(type="bool", default=False),
             prune_query=dict(type="str"),

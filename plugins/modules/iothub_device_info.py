@@ -132,7 +132,7 @@ def run(module: AnsibleModule) -> dict:
                 raise ModuleFailure(str(exc)) from None
     if p["return_secrets"] and not p["device_id"]:
         raise ModuleFailure("return_secrets works with device_id only: query results (twins) carry no keys")
-    client = build_hub_client(p)
+    client = build_hub_client(p, module.warn)
     result = {"changed": False}
     if p["device_id"] is not None:
         device = client.get_device(p["device_id"])

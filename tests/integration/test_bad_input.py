@@ -28,7 +28,6 @@ BEFORE_ANY_REQUEST = [
     ("iothub_device", {"device_id": "d", "primary_key": K, "primary_thumbprint": TP}, "mutually exclusive"),
     ("iothub_device", {"device_id": "d", "auth_type": "certificate_authority", "primary_key": K}, "auth_type"),
     ("iothub_device", {"device_id": "d", "auth_type": "sas", "primary_thumbprint": TP}, "auth_type"),
-    ("iothub_device", {"device_id": "d", "secondary_thumbprint": TP}, "secondary_thumbprint"),
     ("iothub_device", {"device_id": "d", "parent": "d"}, "parent"),
     ("iothub_device", {"device_id": "d", "parent": "bad parent"}, "parent"),
     ("iothub_device", {"device_id": "d", "connection_string": "garbage"}, "connection_string"),
@@ -51,7 +50,7 @@ BEFORE_ANY_REQUEST = [
     ("iothub_device_bulk", {"devices": [{"device_id": "a", "desired_properties": {"$version": 1}}]}, "desired_properties"),
     ("iothub_device_bulk", {"devices": [{"device_id": "a", "colour": "red"}]}, "colour"),
     ("iothub_device_bulk", {"devices": [{"device_id": "k", "edge_enabled": False}, {"device_id": "c", "parent": "k"}]}, "edge_enabled=false"),
-    ("iothub_device_bulk", {"devices": ["just-a-string"]}, "option 'devices'"),
+    ("iothub_device_bulk", {"devices": [42]}, "devices[0]: must be a device id or a dictionary"),
     ("iothub_device_bulk", {"devices": [{"device_id": "a", "primary_key": SHORT}]}, "primary_key"),
     ("iothub_device_bulk", {"tree": [{"device_id": "gw", "edge_enabled": False, "children": [{"device_id": "x"}]}]}, "cannot have children"),
     ("iothub_device_bulk", {"tree": [{"device_id": "gw", "children": [{"device_id": "c", "parent": "z"}]}]}, "contradicts"),
@@ -61,6 +60,8 @@ BEFORE_ANY_REQUEST = [
     ("iotcentral_device", {"device_id": "d", "app_url": "http://insecure"}, "app_url"),
     ("iotcentral_device", {"device_id": "d", "app_url": "", "app_subdomain": ""}, "app_subdomain"),
     ("iotcentral_device_info", {"device_id": "Bad"}, "device id"),
+    ("iothub_device_bulk", {"devices": [{"device_id": "a"}], "prune_query": "deviceId = 'a'"}, "prune_query"),
+    ("iothub_device_bulk", {"devices": [{"device_id": "a"}], "max_deletes": -1}, "max_deletes"),
 ]
 
 # Refused by the service or by a read: requests are made, but no write.
@@ -70,6 +71,8 @@ NO_WRITE = [
     ("iothub_device", {"device_id": "d", "parent": "no-such-gw"}, "parent: device 'no-such-gw' does not exist"),
     ("iothub_device", {"device_id": "d", "parent": "plain"}, "is not an IoT Edge device"),
     ("iothub_device", {"device_id": "new-cam", "auth_type": "self_signed"}, "primary_thumbprint"),
+    ("iothub_device", {"device_id": "new-cam2", "secondary_thumbprint": TP}, "primary_thumbprint"),
+    ("iothub_device_bulk", {"devices": [], "prune": True, "prune_query": "deviceId = 'plain'"}, "max_deletes"),
     ("iothub_device_info", {"parent": "plain"}, "is not an IoT Edge device"),
     ("iothub_device_bulk", {"devices": [{"device_id": "c", "parent": "no-such-gw"}]}, "does not exist"),
     ("iotcentral_device", {"device_id": "d", "api_token": "SharedAccessSignature sr=a&sig=b&skn=c&se=1"}, "HTTP 401"),

@@ -154,7 +154,7 @@ def test_check_mode_with_parent_created_earlier_in_the_play(ansible, emulator):
         r = run_ok(ansible, device_task("gw", device_id="new-gw", edge_enabled=True),
                    device_task("leaf", device_id="new-leaf", parent="new-gw"), check=True)
     assert w.writes == 0 and r.task("leaf").changed
-    assert "check mode assumes it will be created first" in r.task("leaf").result["notes"][0]
+    assert "check mode assumes an earlier task makes it an edge device" in r.task("leaf").result["warnings"][0]
 
 
 def test_pinned_etag_conflict(ansible, hub):

@@ -71,7 +71,7 @@ def test_edge_gateway_check_mode_and_nested_parent(ansible, emulator, hub):
 
 def test_edge_gateway_connection_string_is_no_log(ansible, hub, tmp_path):
     out = tmp_path / "cs.txt"
-    save = [{"name": "save it", "ansible.builtin.copy": {"content": "{{ edge_gateway_connection_string }}",
+    save = [{"name": "save it", "ansible.builtin.copy": {"content": "{{ edge_gateway_device_connection_string }}",
                                                          "dest": str(out), "mode": "0600"}, "no_log": True}]
     r = apply(ansible, "edge_gateway", after=save, edge_gateway_id="gw", edge_gateway_return_connection_string=True)
     key = hub.get_device("gw").json()["authentication"]["symmetricKey"]["primaryKey"]
@@ -116,11 +116,14 @@ def test_edge_hierarchy_add_remove_move_and_prune(ansible, hub):
     assert res["updated"] == ["line1-sensor-2"] and res["created"] == ["line2-gw", "line2-sensor-1"]
     plant = hub.get_device("plant-gw").json()["deviceScope"]
     assert hub.get_device("line1-sensor-2").json()["deviceScope"] == plant
-    removed = [{"device_id": "plant-gw", "children": [{"device_id": "line1-gw"}, {"device_id": "line2-gw", "edge_enabled": True}]}]
+    removed = [{"device_id": "plant-gw", "children": [{"device_id": "line1-gw", "children": []},
+                                                      {"device_id": "line2-gw", "edge_enabled": True}]}]
     kept = apply(ansible, "edge_hierarchy", edge_hierarchy_tree=removed)
     assert fact(kept, "edge_hierarchy_result")["deleted"] == []  # non-destructive by default
     pruned = apply(ansible, "edge_hierarchy", edge_hierarchy_tree=removed, edge_hierarchy_prune=True)
-    assert fact(pruned, "edge_hierarchy_result")["deleted"] == ["line1-sensor-1", "line1-sensor-2", "line2-sensor-1", "plant-meter"]
+    # line1-gw says children: [] (its children go); line2-gw says nothing of its children (they stay)
+    assert fact(pruned, "edge_hierarchy_result")["deleted"] == ["line1-sensor-1", "line1-sensor-2", "plant-meter"]
+    assert hub.get_device("line2-sensor-1").status_code == 200
     assert hub.get_device("line1-gw").json()["capabilities"]["iotEdge"] is True
 
 

@@ -38,6 +38,15 @@ def test_ansible_doc_renders_every_module(collections_root, module):
         assert opt.get("description"), f"{module}.{name} has no description"
 
 
+def test_ansible_doc_text_shows_the_device_id_characters(collections_root):
+    """Markup inside C() ended at the first ')': the rendered text must list every allowed character."""
+    r = run([str(BIN / "ansible-doc"), "fleet.azure_iot.iothub_device"],
+            env={"ANSIBLE_COLLECTIONS_PATH": str(collections_root), "COLUMNS": "400"})
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "- : . + % _ # * ? ! ( ) , = @ ; $ '" in text, text[:2000]
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_ansible_doc_renders_every_role(collections_root, role):
     r = run([str(BIN / "ansible-doc"), "-t", "role", "--json", f"fleet.azure_iot.{role}"],
@@ -49,8 +58,10 @@ def test_ansible_doc_renders_every_role(collections_root, role):
 
 def test_action_groups_list_every_module():
     runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
-    grouped = sorted(m for members in runtime["action_groups"].values() for m in members)
-    assert grouped == MODULES
+    groups = runtime["action_groups"]
+    assert sorted(groups["iothub"] + groups["iotcentral"]) == MODULES
+    # the roles' internal connection group holds exactly the IoT Hub modules the roles call
+    assert set(groups["role_connection"]) <= set(groups["iothub"])
     assert runtime["requires_ansible"] == ">=2.18.0"
 
 

@@ -110,6 +110,11 @@ class EmulatorProcess:
         """Arm another writer: right after the next GET of DEVICE_ID, PATCH-like replace it with PATCH."""
         return self._control("POST", "race", json={"device_id": device_id, "patch": patch, "times": times})
 
+    def refuse(self, device_id: str, code: str = "ArgumentInvalid", status: int = 400, times: int = 1) -> dict:
+        """Make the next TIMES writes of DEVICE_ID fail with STATUS/CODE (a rule the client could not know)."""
+        return self._control("POST", "refuse", json={"device_id": device_id, "status": status, "code": code,
+                                                     "times": times})
+
     def ansible_env(self) -> dict[str, str]:
         """What a pipeline would export after sourcing emulator.env."""
         return {k: v for k, v in self.env.items() if k.startswith(("IOTHUB_", "IOTCENTRAL_"))}

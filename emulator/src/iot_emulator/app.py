@@ -352,6 +352,18 @@ class Emulator:
             self.races[body["device_id"]] = {"patch": body.get("patch", {}), "remaining": int(body.get("times", 1))}
             return JSONResponse({"armed": body["device_id"]})
 
+        async def refuse(request: Request) -> Response:
+            """Make the next TIMES writes of DEVICE_ID fail with STATUS/CODE (per bulk entry, or the whole PUT),
+            the way the service refuses a device for a rule the client could not know: a test knob."""
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("device_id"), str):
+                return JSONResponse({"error": 'body: {"device_id": str, "status": int, "code": str, "times": int}'},
+                                    status_code=400)
+            reg.refusals[body["device_id"]] = {"status": int(body.get("status", 400)),
+                                               "code": str(body.get("code", "ArgumentInvalid")),
+                                               "remaining": int(body.get("times", 1))}
+            return JSONResponse({"armed": body["device_id"]})
+
         async def secrets(request: Request) -> Response:
             """Every secret the emulator holds, so that tests can prove none of them leaks into output."""
             keys = []
@@ -377,6 +389,7 @@ class Emulator:
             Route("/_emulator/config", config, methods=["GET", "POST"]),
             Route("/_emulator/health", health, methods=["GET"]),
             Route("/_emulator/race", race, methods=["POST"]),
+            Route("/_emulator/refuse", refuse, methods=["POST"]),
             Route("/_emulator/secrets", secrets, methods=["GET"]),
         ]
         return routes + self.extra_routes

@@ -185,9 +185,20 @@ class Registry:
         self.counters: dict[str, int] = {}
         self.index = QueryIndex(query_lag_s)
         self._scope_owner: dict[str, str] = {}  # edge deviceScope -> device id
+        self.refusals: dict[str, dict] = {}  # test knob (/_emulator/refuse): device id -> forced error
 
     # ------------------------------------------------------------------ state
+    def _refused(self, device_id: str) -> None:
+        r = self.refusals.get(device_id)
+        if r is None:
+            return
+        r["remaining"] -= 1
+        if r["remaining"] <= 0:
+            self.refusals.pop(device_id)
+        raise ApiError(r["status"], r["code"], f"Device {device_id!r} was refused (emulator refuse knob)")
+
     def reset(self) -> None:
+        self.refusals.clear()
         self.devices.clear()
         self.twins.clear()
         self.modules.clear()
@@ -450,6 +461,7 @@ class Registry:
 
     def put(self, device_id: str, body: Any, if_match: str | None) -> dict:
         self.check_id(device_id)
+        self._refused(device_id)
         now = time.time()
         existing = self.devices.get(device_id)
         create_only = if_match is None or if_match.strip() in ("", '""')
@@ -626,6 +638,7 @@ class Registry:
         if e.get("moduleId"):
             raise bad_request("Module entries are not supported by this emulator's bulk endpoint")
         self.check_id(did)
+        self._refused(did)
         existing = self.devices.get(did)
         now = time.time()
         props = e.get("properties") or {}

@@ -119,6 +119,20 @@ def test_switch_to_self_signed_and_thumbprint_case():
     assert plan_device(spec(auth_type="self_signed"), current).action == "none"
 
 
+def test_omitted_thumbprint_is_kept_like_an_omitted_key():
+    """Certificate rotation: a new primary thumbprint must not clear the secondary (and vice versa)."""
+    current = device(authentication={"type": "selfSigned", "symmetricKey": {"primaryKey": None, "secondaryKey": None},
+                                     "x509Thumbprint": {"primaryThumbprint": "AA" * 20, "secondaryThumbprint": "BB" * 20}})
+    p = plan_device(spec(primary_thumbprint="CC" * 20), current)
+    assert list(p.changes) == ["primary_thumbprint"]
+    assert p.body["authentication"]["x509Thumbprint"] == {"primaryThumbprint": "CC" * 20, "secondaryThumbprint": "BB" * 20}
+    p = plan_device(spec(secondary_thumbprint="dd" * 20), current)
+    assert list(p.changes) == ["secondary_thumbprint"]
+    assert p.body["authentication"]["x509Thumbprint"] == {"primaryThumbprint": "AA" * 20, "secondaryThumbprint": "DD" * 20}
+    with pytest.raises(PlanError, match="primary_thumbprint"):
+        plan_device(spec(secondary_thumbprint="dd" * 20), None)  # a new device needs its primary
+
+
 def test_self_signed_needs_a_thumbprint():
     with pytest.raises(PlanError, match="primary_thumbprint"):
         plan_device(spec(auth_type="self_signed"), device())
@@ -157,7 +171,9 @@ thumbs = st.sampled_from(["a" * 40, "B" * 64, "c" * 40])
 auths = st.one_of(
     st.just({}),
     st.fixed_dictionaries({"auth_type": st.sampled_from([None, "sas"]), "primary_key": keys, "secondary_key": keys}),
-    st.fixed_dictionaries({"auth_type": st.sampled_from([None, "self_signed"]), "primary_thumbprint": thumbs}),
+    st.fixed_dictionaries({"auth_type": st.sampled_from([None, "self_signed"]), "primary_thumbprint": thumbs,
+                           "secondary_thumbprint": st.one_of(st.none(), thumbs)}),
+    st.fixed_dictionaries({"secondary_thumbprint": thumbs}),
     st.fixed_dictionaries({"auth_type": st.sampled_from(["certificate_authority", "none"])}),
 )
 specs = st.builds(

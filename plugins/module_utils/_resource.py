@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: the one converge loop every resource follows.
+
+    read -> plan -> (check mode: stop) -> conditional write -> on a conflict, read again and re-plan (bounded)
+
+A resource (a device identity, a Central device, a module identity, ...) supplies only what is its own:
+how to read it, its pure plan function, how to write a plan and what the answer means, and what check mode
+predicts.  ``changed``, check mode and the notes come from here and nowhere else:
+
+- ``changed`` is true when a write of this task landed, or may have landed (its answer was lost, or a retry
+  met 409/412/404 after an earlier attempt reached the service) and the state now matches the plan.
+- A pinned etag (the ``etag`` option) turns every conflict into a failure that names it.
+- When the retries of a write are spent without an answer, the failure says ``changed`` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import AmbiguousWriteError, IoTApiError
+
+MAX_REPLANS = 5
+
+
+class EtagConflict(Exception):
+    """The resource changed since the etag the user pinned."""
+
+
+@dataclass
+class Written:
+    """A write's answer: ``ok`` with the resulting object, or a ``conflict`` (409/412/404: re-read and re-plan)."""
+
+    ok: bool
+    obj: Optional[Any] = None
+    status: Optional[int] = None
+    maybe_applied: bool = False  # an earlier attempt of this request reached the service unanswered
+
+
+@dataclass
+class Converged:
+    plan: Any
+    obj: Optional[Any]
+    changed: bool
+    attempts: int = 1
+    notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # for module.warn: what a user must see (check mode guesses)
+
+
+class Resource:
+    """What one kind of resource supplies to ``converge``; ``label`` names it in messages ("device 'x'")."""
+
+    label = "resource"
+
+    def read(self) -> Optional[Any]:
+        raise NotImplementedError
+
+    def etag(self, current: Any) -> Optional[str]:
+        return current.get("etag") if isinstance(current, dict) else None
+
+    def plan(self, current: Optional[Any], pinned_etag: Optional[str]):
+        """The pure plan (may raise PlanError); with ``pinned_etag`` the write must be conditional on it."""
+        raise NotImplementedError
+
+    def write(self, plan) -> Written:
+        """Send the plan's write; return ok/conflict; raise for any other answer."""
+        raise NotImplementedError
+
+    def predict(self, current: Optional[Any], plan) -> Optional[Any]:
+        """What check mode says the object will be after the plan."""
+        return None if plan.action == "delete" else current
+
+
+def _check_pinned(res: Resource, current, pinned: Optional[str], state_present: bool) -> None:
+    if pinned is None:
+        return
+    want = pinned.strip('"')
+    if current is None:
+        if state_present:
+            raise EtagConflict(f"etag: {res.label} does not exist, but an etag was expected; drop the etag option "
+                               "to create it")
+        return
+    have = res.etag(current)
+    if have != want:
+        raise EtagConflict(f"etag: {res.label} has etag {have!r}, not the expected {pinned!r}: it was changed by "
+                           "someone else; read it again (the matching _info module) and decide, or drop the etag "
+                           "option to converge anyway")
+
+
+def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = None,
+             state_present: bool = True, notes: Optional[List[str]] = None) -> Converged:
+    notes = notes if notes is not None else []
+    wrote, last_action = False, None
+    try:
+        for attempt in range(1, MAX_REPLANS + 1):
+            current = res.read()
+            _check_pinned(res, current, pinned_etag, state_present)
+            plan = res.plan(current, pinned_etag)
+            if plan.action == "none" or check_mode:
+                if wrote and plan.action == "none":
+                    notes.append(f"an earlier attempt of this task's {last_action} was applied by the service (its "
+                                 "answer was lost); the state matches: changed")
+                predicted = current if plan.action == "none" else res.predict(current, plan)
+                return Converged(plan, predicted, wrote or (check_mode and plan.action != "none"), attempt, notes)
+            last_action = plan.action
+            try:
+                out = res.write(plan)
+            except AmbiguousWriteError as exc:
+                wrote = True
+                if exc.final:
+                    raise
+                notes.append(f"attempt {attempt}: {exc}; re-reading")
+                continue
+            wrote = wrote or out.maybe_applied
+            if out.ok:
+                return Converged(plan, out.obj, True, attempt, notes)
+            if pinned_etag is not None:
+                raise EtagConflict(f"etag: {res.label} changed since etag {pinned_etag!r} (HTTP {out.status}); read "
+                                   "it again and decide, or drop the etag option")
+            notes.append(f"attempt {attempt}: HTTP {out.status} on {plan.action}; "
+                         + ("an earlier attempt may have been applied, " if out.maybe_applied else "")
+                         + "re-reading and re-planning")
+        raise IoTApiError(f"{res.label} kept changing while it was being written ({MAX_REPLANS} attempts); another "
+                          "writer is active: run again when it is done")
+    except (IoTApiError, EtagConflict) as exc:
+        if wrote:
+            exc.changed = True  # a write of this task may have landed: the failure must not hide it
+        raise
