@@ -23,7 +23,7 @@ if not (REPO.parent.name == "fleet" and REPO.parents[1].name == "ansible_collect
     sys.path.insert(0, str(_root))
 
 from support.ansible import AnsibleRunner, install_collection  # noqa: E402
-from support.emulator import EmulatorProcess, env_without_proxies  # noqa: E402
+from support.emulator import AzuriteProcess, EmulatorProcess, env_without_proxies  # noqa: E402
 from support.hub import HubClient  # noqa: E402
 
 
@@ -74,3 +74,11 @@ def ansible(collections_root, tmp_path, emulator):
     env = env_without_proxies()
     env.update(emulator.ansible_env())
     return AnsibleRunner(collections_root, tmp_path, env, emulator=emulator)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azure Blob Storage for the import/export jobs: Azurite through scripts/azurite (installed on first use)."""
+    proc = AzuriteProcess(tmp_path_factory.mktemp("azurite")).start()
+    yield proc
+    proc.stop()

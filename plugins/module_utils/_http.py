@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import httpx
 
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
-MAX_REFUSED_RETRIES = 2  # a refused connection: nothing listens there; two quick retries cover a restarting service
+MAX_REFUSED_RETRIES = 2  # a refused connection: nothing listens there; two retries cover a restarting service
+REFUSED_WAITS = (3.0, 6.0)  # ... spread over up to 9 s (jittered to 75-100 %), whatever retry_backoff_seconds says
 WAIT_IN_BODY = re.compile(r"Wait (\d+(?:\.\d+)?) seconds", re.IGNORECASE)
 MAX_STEP_SECONDS = 60.0
 
@@ -303,6 +304,8 @@ class HttpClient:
                                           f"({type(transport_error).__name__}: {transport_error}); the write may "
                                           "have been applied", attempts=attempt + 1)
             delay = self.policy.delay(attempt, response)
+            if transport_error is not None and _in_chain(transport_error, ConnectionRefusedError) is not None:
+                delay = REFUSED_WAITS[refused - 1] * (0.75 + 0.25 * self.policy.rng.random())
             if attempt >= self.policy.max_retries or waited + delay > self.policy.budget_seconds:
                 reason = (f"gave up after {attempt + 1} attempts and {waited:.1f}s of waiting "
                           f"(max_retries={self.policy.max_retries}, retry_budget_seconds={self.policy.budget_seconds:g})")

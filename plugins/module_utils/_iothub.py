@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleet.azure_iot contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PRIVATE to fleet.azure_iot: IoT Hub registry REST calls (api-version 2021-04-12) and the device converge
-loop shared by the modules."""
+"""PRIVATE to fleet.azure_iot: the IoT Hub data-plane client (api-version 2021-04-12): identities, twins, bulk,
+queries, and the topology reads (parents, children, ancestors) that the resources' rules need."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import threading
 import urllib.parse
 from typing import Any, Dict, Iterator, List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
     MAX_EDGE_DEPTH,
-    DeviceSpec,
     parent_id_of_scope,
     planned_scope,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_device
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
 
 API_VERSION = "2021-04-12"
-QUERY_PAGE_SIZE = 1000
+QUERY_PAGE_SIZE = 1000  # what we ask for; the hub answers with at most its own page size (100 documented)
+DOCUMENTED_PAGE_SIZE = 100  # iot-api-2.md §7: until a full page shows the hub's own
 MAX_QUERY_CHARS = 8000  # keep generated queries well under the service's query size limit
+MAX_USER_QUERY_CHARS = 8192  # the service's limit on a query's length
 
 
 def _q(device_id: str) -> str:
@@ -30,8 +30,9 @@ def _q(device_id: str) -> str:
 
 
 def quote_literal(value: str) -> str:
-    """A string literal for the IoT Hub query language."""
-    return "'" + value.replace("'", "''") + "'"
+    """A string literal for the IoT Hub query language, with its documented escapes (\\' and \\\\; a doubled quote
+    is not one)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Counters:
@@ -66,6 +67,7 @@ class IoTHubClient:
         self.http = http
         self.host = host
         self.counters = Counters()
+        self.page_size = DOCUMENTED_PAGE_SIZE  # learnt from the first full page
 
     # ----------------------------------------------------------------- identities
     def get_device(self, device_id: str) -> Optional[Dict[str, Any]]:
@@ -97,15 +99,70 @@ class IoTHubClient:
         self.counters.add(writes=1, registry_operations=1)
         return r
 
-    def get_twin(self, device_id: str) -> Optional[Dict[str, Any]]:
-        r = self.http.request("GET", f"/twins/{_q(device_id)}", safe=True, what=f"GET twin {device_id!r}",
+    @staticmethod
+    def _twin_path(device_id: str, module_id: Optional[str] = None) -> str:
+        return f"/twins/{_q(device_id)}" + (f"/modules/{_q(module_id)}" if module_id else "")
+
+    def patch_twin(self, device_id: str, patch: Dict[str, Any], etag: Optional[str], module_id: Optional[str] = None):
+        """PATCH a device or module twin (a merge: null removes) with If-Match of the twin etag read (412 when it
+        moved); without an etag the PATCH is unconditional and never retried blindly."""
+        headers = {"If-Match": f'"{etag}"'} if etag else {}
+        name = f"{device_id}/{module_id}" if module_id else device_id
+        r = self.http.request("PATCH", self._twin_path(device_id, module_id), json_body=patch, headers=headers,
+                              safe=bool(etag), what=f"update twin of {name!r}", right="ServiceConnect")
+        self.counters.add(writes=1)
+        return r
+
+    def get_twin(self, device_id: str, module_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        name = f"{device_id}/{module_id}" if module_id else device_id
+        r = self.http.request("GET", self._twin_path(device_id, module_id), safe=True, what=f"GET twin {name!r}",
                               right="ServiceConnect")
         self.counters.add(gets=1)
         if r.status_code == 404:
             return None
         if r.status_code != 200:
-            raise error_from_response(r, f"GET twin {device_id!r}")
+            raise error_from_response(r, f"GET twin {name!r}")
         return r.json()
+
+    # ------------------------------------------------------------------- modules
+    def _module_path(self, device_id: str, module_id: Optional[str] = None) -> str:
+        return f"/devices/{_q(device_id)}/modules" + (f"/{_q(module_id)}" if module_id else "")
+
+    def get_module(self, device_id: str, module_id: str) -> Optional[Dict[str, Any]]:
+        """A module identity, or None when the module (or its device) does not exist.  Module responses have no
+        ETag header: the etag is in the body (iot-api-2.md §1.2)."""
+        r = self.http.request("GET", self._module_path(device_id, module_id), safe=True,
+                              what=f"GET module {device_id}/{module_id}", right="RegistryRead")
+        self.counters.add(gets=1, registry_operations=1)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise error_from_response(r, f"GET module {device_id}/{module_id}")
+        return r.json()
+
+    def list_modules(self, device_id: str) -> Optional[List[Dict[str, Any]]]:
+        r = self.http.request("GET", self._module_path(device_id), safe=True, what=f"GET modules of {device_id!r}",
+                              right="RegistryRead")
+        self.counters.add(gets=1, registry_operations=1)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise error_from_response(r, f"GET modules of {device_id!r}")
+        return r.json()
+
+    def put_module(self, device_id: str, module_id: str, body: Dict[str, Any], etag: Optional[str]):
+        headers = {"If-Match": f'"{etag}"'} if etag else {}
+        r = self.http.request("PUT", self._module_path(device_id, module_id), json_body=body, headers=headers,
+                              safe=True, what=f"{'update' if etag else 'create'} module {device_id}/{module_id}",
+                              right="RegistryWrite")
+        self.counters.add(writes=1, registry_operations=1)
+        return r
+
+    def delete_module(self, device_id: str, module_id: str, etag: str):
+        r = self.http.request("DELETE", self._module_path(device_id, module_id), headers={"If-Match": f'"{etag}"'},
+                              safe=True, what=f"delete module {device_id}/{module_id}", right="RegistryWrite")
+        self.counters.add(writes=1, registry_operations=1)
+        return r
 
     def bulk(self, entries: List[Dict[str, Any]]):
         """POST /devices with at most 100 conditional entries (a repeat cannot apply twice: safe to retry)."""
@@ -115,9 +172,12 @@ class IoTHubClient:
         return r
 
     # ---------------------------------------------------------------------- query
-    def query(self, text: str, page_size: int = QUERY_PAGE_SIZE) -> Iterator[Dict[str, Any]]:
-        """Every item of a query, following x-ms-continuation (the index lags behind writes, §3.2)."""
-        token = None
+    def query_pages(self, text: str, page_size: int = QUERY_PAGE_SIZE,
+                    token: Optional[str] = None) -> Iterator[tuple]:
+        """Every page of a query as (items, continuation), following x-ms-continuation whatever page size the hub
+        chooses ("the service may use a different value", iot-api-2.md §7): the index lags behind writes."""
+        if len(text) > MAX_USER_QUERY_CHARS:
+            raise IoTApiError(f"query is {len(text)} characters long; IoT Hub takes at most {MAX_USER_QUERY_CHARS}")
         while True:
             headers = {"x-ms-max-item-count": str(page_size)}
             if token:
@@ -127,10 +187,18 @@ class IoTHubClient:
             self.counters.add(query_pages=1)
             if r.status_code != 200:
                 raise error_from_response(r, f"query {text!r}")
-            yield from r.json()
+            items = r.json()
             token = r.headers.get("x-ms-continuation")
+            if token and items:
+                self.page_size = len(items)  # a full page: the size the hub actually uses
+            yield items, token
             if not token:
                 return
+
+    def query(self, text: str, page_size: int = QUERY_PAGE_SIZE) -> Iterator[Dict[str, Any]]:
+        """Every item of a query, following x-ms-continuation."""
+        for items, _token in self.query_pages(text, page_size):
+            yield from items
 
     def children_of(self, scope: str) -> List[Dict[str, Any]]:
         return self.children_of_scopes([scope])[scope]
@@ -216,102 +284,3 @@ class IoTHubClient:
         if not scope:
             raise PlanError(f"parent: edge device {parent!r} has no deviceScope")
         return scope, device
-
-
-class DeviceResource(Resource):
-    """A device identity for ``converge``: GET with its ETag, ``plan_device``, PUT/DELETE with If-Match."""
-
-    def __init__(self, client: "IoTHubClient", spec: DeviceSpec, *, check_mode: bool, orphan_children: bool = False,
-                 notes: Optional[List[str]] = None):
-        self.client, self.spec, self.check_mode, self.orphan_children = client, spec, check_mode, orphan_children
-        self.notes = notes if notes is not None else []
-        self.warnings: List[str] = []
-        self.label = f"device {spec.device_id!r}"
-
-    def read(self):
-        return self.client.get_device(self.spec.device_id)
-
-    def plan(self, current, pinned_etag):
-        spec = self.spec
-        parent_scope, parent_device = spec.parent, None  # None: unmanaged; "": detach
-        if spec.state == "present" and spec.parent:
-            parent_scope, parent_device = self.client.parent_of(spec.parent, self.check_mode, self.warnings)
-        plan = plan_device(spec, current, parent_scope if spec.state == "present" else None)
-        if plan.action == "delete" and not self.orphan_children:
-            self._refuse_orphans(current)
-        if plan.action in ("create", "update"):
-            self._check_topology(plan, current, parent_device)
-        if pinned_etag is not None and plan.etag is not None:
-            plan.etag = pinned_etag.strip('"')
-        return plan
-
-    def _check_topology(self, plan, current, parent_device) -> None:
-        """The rules the hub enforces against its current state, checked before any write (check mode too): a
-        device with children stays an edge device, no parent cycle, at most MAX_EDGE_DEPTH edge layers."""
-        did = self.spec.device_id
-        after_edge = plan.after["edge_enabled"]
-        own_scope = current.get("deviceScope") if current and (current.get("capabilities") or {}).get("iotEdge") else None
-        if own_scope and not after_edge:
-            kids = sorted(t["deviceId"] for t in self.client.children_of(own_scope) if t.get("deviceId") != did)
-            if kids:
-                raise PlanError(f"edge_enabled=false: {did!r} still has {len(kids)} child device(s) "
-                                f"({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}); a parent must stay an "
-                                "IoT Edge device. Move or delete its children first")
-        moved = plan.action == "create" or "parent_scope" in plan.changes or "edge_enabled" in plan.changes
-        if not (after_edge and moved and parent_device is not None):
-            return
-        chain = [parent_device["deviceId"]] + self.client.ancestors(parent_device)
-        if did in chain:
-            raise PlanError(f"parent: {self.spec.parent!r} would create a parent cycle: "
-                            f"{' -> '.join([did] + chain[:chain.index(did) + 1])}")
-        height = self.client.edge_height(own_scope) if own_scope else 1
-        if len(chain) + height > MAX_EDGE_DEPTH:
-            raise PlanError(f"parent: {self.spec.parent!r} would put {did!r} at IoT Edge layer {len(chain) + 1}"
-                            + (f" with {height - 1} edge layer(s) below it" if height > 1 else "")
-                            + f" ({' -> '.join(reversed(chain))} -> {did}); IoT Edge supports at most {MAX_EDGE_DEPTH}")
-
-    def _refuse_orphans(self, current) -> None:
-        """Deleting an edge device leaves its children pointing at a scope that no longer exists: refuse it."""
-        scope = current.get("deviceScope") if (current.get("capabilities") or {}).get("iotEdge") else None
-        if not scope:
-            return
-        kids = sorted(t["deviceId"] for t in self.client.children_of(scope) if t.get("deviceId") != self.spec.device_id)
-        if kids:
-            raise PlanError(f"state=absent: edge device {self.spec.device_id!r} still has {len(kids)} child device(s) "
-                            f"({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}); deleting it would leave them "
-                            "pointing at a parent that no longer exists. Delete or move them first, or set "
-                            "orphan_children=true to delete it anyway")
-
-    def write(self, plan) -> Written:
-        did = self.spec.device_id
-        if plan.action == "delete":
-            r = self.client.delete_device(did, plan.etag)
-            if r.status_code in (200, 204):
-                return Written(True, None, r.status_code, maybe_applied(r))
-        else:
-            r = self.client.put_device(did, plan.body, plan.etag if plan.action == "update" else None)
-            if r.status_code == 200:
-                device = r.json()
-                etag = (r.headers.get("etag") or "").strip('"')
-                if etag:
-                    device["etag"] = etag
-                return Written(True, device, 200, maybe_applied(r))
-        conflict = (r.status_code == 412 or (r.status_code == 409 and plan.action == "create")
-                    or (r.status_code == 404 and plan.action in ("update", "delete")))
-        if conflict:  # the device changed between our read and our write (or a retried write already landed)
-            return Written(False, None, r.status_code, maybe_applied(r))
-        raise error_from_response(r, f"{plan.action} device {did!r}")
-
-    def predict(self, current, plan):
-        return None if plan.action == "delete" else plan.body
-
-
-def ensure_device(client: IoTHubClient, spec: DeviceSpec, *, check_mode: bool, pinned_etag: Optional[str] = None,
-                  orphan_children: bool = False) -> Converged:
-    """GET, plan, write the difference with If-Match; on a conflict re-read and re-plan (bounded)."""
-    notes: List[str] = []
-    res = DeviceResource(client, spec, check_mode=check_mode, orphan_children=orphan_children, notes=notes)
-    out = converge(res, check_mode=check_mode, pinned_etag=pinned_etag, state_present=spec.state == "present",
-                   notes=notes)
-    out.warnings = sorted(set(res.warnings))
-    return out

@@ -141,11 +141,21 @@ def hide_plan_secrets(module: AnsibleModule, plans, keep_secrets: bool = False) 
                     module.no_log_values.add(view[field])
 
 
-def device_connection_string(host: str, device) -> str | None:
-    keys = ((device or {}).get("authentication") or {}).get("symmetricKey") or {}
+def device_connection_string(host: str, identity) -> str | None:
+    """The connection string of a device or module identity (with its primary key), or None without SAS keys."""
+    keys = ((identity or {}).get("authentication") or {}).get("symmetricKey") or {}
     if not keys.get("primaryKey"):
         return None
-    return f"HostName={host};DeviceId={device['deviceId']};SharedAccessKey={keys['primaryKey']}"
+    module = f";ModuleId={identity['moduleId']}" if identity.get("moduleId") else ""
+    return f"HostName={host};DeviceId={identity['deviceId']}{module};SharedAccessKey={keys['primaryKey']}"
+
+
+TWIN_FIELDS = ("tags", "properties", "version", "etag")
+
+
+def twin_of(doc) -> dict:
+    """The twin part of a query result or twin document: tags, desired and reported properties, version, etag."""
+    return {k: doc[k] for k in TWIN_FIELDS if k in doc} if isinstance(doc, dict) else {}
 
 
 def run_module(module: AnsibleModule, body) -> None:

@@ -48,10 +48,32 @@ class DevicePlan:
     etag: Optional[str] = None  # the etag the plan was made from (If-Match for update/delete)
     before: Optional[Dict[str, Any]] = None  # view of the current identity (None when absent)
     after: Optional[Dict[str, Any]] = None  # view of the planned identity (None when deleted)
+    twin: Dict[str, Any] = field(default_factory=dict)  # plan_twin(): what the twin needs (empty: nothing)
+    twin_etag: Optional[str] = None  # the twin etag read (If-Match of the twin PATCH)
+    twin_view: tuple = ({}, {})  # (before, after) of the twin keys that change, for the diff
 
     @property
     def changed(self) -> bool:
         return self.action != "none"
+
+    @property
+    def writes_identity(self) -> bool:
+        return self.body is not None or self.action == "delete"
+
+    def add_twin(self, twin_plan: Dict[str, Any], twin: Optional[Dict[str, Any]]) -> None:
+        """Attach a twin plan: a twin-only change makes an identity plan of "none" an "update" (no identity write)."""
+        if not twin_plan:
+            return
+        self.twin, self.twin_etag = twin_plan, (twin or {}).get("etag")
+        current = twin_sections(twin)
+        before, after = {}, {}
+        for part, option in (("tags", "tags"), ("desired", "desired_properties")):
+            if part in twin_plan:
+                before[option], after[option] = twin_change_view(twin_plan[part], current[part])
+                self.changes[option] = (before[option], after[option])
+        self.twin_view = (before, after)
+        if self.action == "none":
+            self.action = "update"
 
 
 def view_of(device: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -79,10 +101,13 @@ def _norm_tp(value: Optional[str]) -> Optional[str]:
     return value.upper() if isinstance(value, str) else value
 
 
-def desired_view(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scope: Optional[str]) -> Dict[str, Any]:
-    """The identity the options ask for, starting from ``current`` (a view) for what they leave unmanaged."""
-    base = dict(current or DEFAULTS)
-    out = dict(base)
+AUTH_FIELDS = ("auth_type", "primary_key", "secondary_key", "primary_thumbprint", "secondary_thumbprint")
+
+
+def desired_auth(spec, base: Dict[str, Any], label: str) -> Dict[str, Any]:
+    """The authentication the options ask for (a device's or a module's), from ``base`` (a view of the current
+    identity, or the defaults) for what they leave unmanaged."""
+    out = {f: base[f] for f in AUTH_FIELDS}
     wanted = spec.wanted_auth_type
     auth = AUTH_TYPES_BACK[wanted] if wanted else base["auth_type"]
     out["auth_type"] = auth
@@ -95,7 +120,7 @@ def desired_view(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_sco
     elif auth == "self_signed":
         out["primary_key"] = out["secondary_key"] = None
         if spec.primary_thumbprint is None and not same_auth:
-            raise PlanError(f"auth_type=self_signed needs primary_thumbprint for device {spec.device_id!r}")
+            raise PlanError(f"auth_type=self_signed needs primary_thumbprint for {label}")
         # Each thumbprint is managed only when given: an omitted one is kept, exactly like an omitted key
         # (rotating the primary certificate must not drop the secondary).
         kept = (lambda f: _norm_tp(base[f])) if same_auth else (lambda f: None)
@@ -104,6 +129,28 @@ def desired_view(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_sco
                                        else kept("secondary_thumbprint"))
     else:
         out["primary_key"] = out["secondary_key"] = out["primary_thumbprint"] = out["secondary_thumbprint"] = None
+    return out
+
+
+def rotate_keys(after: Dict[str, Any], before: Optional[Dict[str, Any]], rotation: Optional[str],
+                fresh_key: Optional[str], label: str) -> None:
+    """Apply a deliberate key rotation to a planned view: a new primary or secondary key (``fresh_key``, made by
+    the caller), or the two keys swapped; the other key and everything else are kept."""
+    if rotation is None or before is None:
+        return  # a new identity gets fresh keys from the hub anyway
+    if after["auth_type"] != "sas" or not (before["primary_key"] and before["secondary_key"]):
+        raise PlanError(f"rotate_keys: {label} does not authenticate with SAS keys (auth_type={after['auth_type']})")
+    if rotation == "swap":
+        after["primary_key"], after["secondary_key"] = before["secondary_key"], before["primary_key"]
+    else:
+        after[f"{rotation}_key"] = fresh_key
+
+
+def desired_view(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scope: Optional[str]) -> Dict[str, Any]:
+    """The identity the options ask for, starting from ``current`` (a view) for what they leave unmanaged."""
+    base = dict(current or DEFAULTS)
+    out = dict(base)
+    out.update(desired_auth(spec, base, f"device {spec.device_id!r}"))
     if spec.status is not None:
         out["status"] = spec.status
     if spec.status_reason is not None:
@@ -150,9 +197,11 @@ def _apply_scopes(body: Dict[str, Any], view: Dict[str, Any], current: Optional[
         body["parentScopes"] = [parent] if parent else []
 
 
-def plan_device(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scope: Optional[str] = None) -> DevicePlan:
+def plan_device(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scope: Optional[str] = None,
+                fresh_key: Optional[str] = None) -> DevicePlan:
     """Desired + current -> actions.  ``parent_scope``: None leaves the parent as it is, "" detaches, else
-    the parent's deviceScope (resolved by the caller from the ``parent`` option)."""
+    the parent's deviceScope (resolved by the caller from the ``parent`` option).  ``fresh_key``: the new key a
+    ``rotate_keys`` of primary or secondary puts in (made by the caller, so that this function stays pure)."""
     before = view_of(current)
     etag = current.get("etag") if current else None
     if spec.state == "absent":
@@ -162,6 +211,7 @@ def plan_device(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scop
                           before=before, after=None)
 
     after = desired_view(spec, before, parent_scope)
+    rotate_keys(after, before, spec.rotate_keys, fresh_key, f"device {spec.device_id!r}")
     if current is None:
         body = {"deviceId": spec.device_id, "status": after["status"], "authentication": _auth_body(after),
                 "capabilities": {"iotEdge": after["edge_enabled"]}}
@@ -185,6 +235,63 @@ def plan_device(spec: DeviceSpec, current: Optional[Dict[str, Any]], parent_scop
     body["capabilities"] = dict(body["capabilities"], iotEdge=after["edge_enabled"])
     _apply_scopes(body, after, current)
     return DevicePlan(spec.device_id, "update", changes, body, etag, before, after)
+
+
+# --------------------------------------------------------------------------- module identities
+MODULE_FIELDS = AUTH_FIELDS + ("managed_by",)
+MODULE_DEFAULTS = {"auth_type": "sas", "primary_key": None, "secondary_key": None, "primary_thumbprint": None,
+                   "secondary_thumbprint": None, "managed_by": None}
+
+
+def edge_managed(module: Optional[Dict[str, Any]]) -> bool:
+    """Whether the IoT Edge runtime owns a module identity (it compares managedBy case-insensitively)."""
+    return str((module or {}).get("managedBy") or "").lower() == "iotedge"
+
+
+def module_view(module: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if module is None:
+        return None
+    auth = module.get("authentication") or {}
+    keys = auth.get("symmetricKey") or {}
+    tps = auth.get("x509Thumbprint") or {}
+    return {"auth_type": AUTH_TYPES_BACK.get(auth.get("type") or "sas", "sas"),
+            "primary_key": keys.get("primaryKey") or None, "secondary_key": keys.get("secondaryKey") or None,
+            "primary_thumbprint": _norm_tp(tps.get("primaryThumbprint") or None),
+            "secondary_thumbprint": _norm_tp(tps.get("secondaryThumbprint") or None),
+            "managed_by": module.get("managedBy")}
+
+
+def plan_module(spec, current: Optional[Dict[str, Any]], fresh_key: Optional[str] = None,
+                force: bool = False) -> DevicePlan:
+    """Desired + current -> actions for a module identity.  PUT replaces the whole module (iot-api-2.md §1.2): an
+    update starts from the current module, so ``managedBy`` and the keys are echoed, never dropped."""
+    label = f"module {spec.module_id!r} of device {spec.device_id!r}"
+    name = f"{spec.device_id}/{spec.module_id}"
+    before = module_view(current)
+    etag = current.get("etag") if current else None
+    if edge_managed(current) and not force and (spec.state == "absent" or spec.rotate_keys
+                                                or spec.wanted_auth_type is not None):
+        raise PlanError(f"{label} is managed by the IoT Edge runtime (managedBy: {current.get('managedBy')}), which "
+                        "creates and deletes it from the deployment; changing or deleting it here fights the edge agent. "
+                        "Set force=true to do it anyway")
+    if spec.state == "absent":
+        if current is None:
+            return DevicePlan(name, "none")
+        return DevicePlan(name, "delete", {f: (before[f], None) for f in AUTH_FIELDS}, etag=etag, before=before)
+    base = dict(before or MODULE_DEFAULTS)
+    after = dict(base)
+    after.update(desired_auth(spec, base, label))
+    rotate_keys(after, before, spec.rotate_keys, fresh_key, label)
+    if current is None:
+        body = {"moduleId": spec.module_id, "deviceId": spec.device_id, "authentication": _auth_body(after)}
+        changes = {f: (None, after[f]) for f in AUTH_FIELDS if after[f] is not None}
+        return DevicePlan(name, "create", changes, body, None, None, after)
+    changes = {f: (before[f], after[f]) for f in AUTH_FIELDS if _norm_tp(before[f]) != _norm_tp(after[f])}
+    if not changes:
+        return DevicePlan(name, "none", {}, None, etag, before, before)
+    body = copy.deepcopy(current)
+    body["authentication"] = _auth_body(after)
+    return DevicePlan(name, "update", changes, body, etag, before, after)
 
 
 def twin_patch(declared: Optional[Dict[str, Any]], current: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -213,28 +320,60 @@ def _strip_none(value: Any) -> Any:
     return value
 
 
-def plan_twin(spec: DeviceSpec, twin: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """{"tags": patch, "desired": patch} for the twin content a spec declares (empty dict: nothing to do)."""
-    current_tags = (twin or {}).get("tags") or {}
-    current_desired = {k: v for k, v in (((twin or {}).get("properties") or {}).get("desired") or {}).items()
-                       if not k.startswith("$")}
-    out = {}
-    tags = twin_patch(spec.tags, current_tags)
-    if tags:
-        out["tags"] = tags
-    desired = twin_patch(spec.desired_properties, current_desired)
-    if desired:
-        out["desired"] = desired
+def merge_patch(current: Optional[Dict[str, Any]], patch: Dict[str, Any]) -> Dict[str, Any]:
+    """The twin PATCH rule (RFC 7386): objects merge key by key, None removes, anything else replaces."""
+    out = dict(current or {})
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out
 
 
-def display_view(view: Optional[Dict[str, Any]], changed_secrets=(), keys_read: bool = True) -> Dict[str, Any]:
+def removes_keys(patch: Any) -> bool:
+    """Whether a twin patch removes anything (a None at any depth)."""
+    return isinstance(patch, dict) and any(v is None or removes_keys(v) for v in patch.values())
+
+
+def twin_sections(twin: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The writable sections of a twin as read: tags and desired properties (without $metadata / $version)."""
+    desired = ((twin or {}).get("properties") or {}).get("desired") or {}
+    return {"tags": (twin or {}).get("tags") or {},
+            "desired": {k: v for k, v in desired.items() if not k.startswith("$")}}
+
+
+def plan_twin(spec, twin: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """What the twin content a spec declares needs; an empty dict when nothing differs.  Otherwise:
+
+    - ``tags`` / ``desired``: the merge patch of each section that changes (for PATCH and the diff);
+    - ``full``: the complete intended section (what was read, with the declared changes applied and the removed
+      keys left out), which gives the same twin whether a bulk updateTwin merges or replaces (iot-api-2.md §3.5);
+    - ``removes``: True when a key is removed; a merge would keep a key a full section leaves out, so a
+      removal is written with a twin PATCH (documented merge, null removes), never with a bulk updateTwin.
+    """
+    current = twin_sections(twin)
+    out: Dict[str, Any] = {}
+    for part, declared in (("tags", spec.tags), ("desired", spec.desired_properties)):
+        patch = twin_patch(declared, current[part])
+        if patch:
+            out[part] = patch
+            out.setdefault("full", {})[part] = merge_patch(current[part], patch)
+            if removes_keys(patch):
+                out["removes"] = True
+    return out
+
+
+def display_view(view: Optional[Dict[str, Any]], changed_secrets=(), keys_read: bool = True,
+                 fields=FIELDS) -> Dict[str, Any]:
     """A view for diff output: secrets redacted, the parent shown by device id.  ``keys_read=False``: the view
     comes from a query, which carries no keys: they show as "(not read)", not as keys the hub will generate."""
     if view is None:
         return {}
     out = {}
-    for f in FIELDS:
+    for f in fields:
         value = view[f]
         if f in SECRET_FIELDS:
             if value is None:
@@ -274,8 +413,10 @@ def option_names(changes) -> list:
     return sorted("parent" if f == "parent_scope" else f for f in changes)
 
 
-def plan_diff(plan: DevicePlan, header: str) -> Dict[str, Any]:
+def plan_diff(plan: DevicePlan, header: str, fields=FIELDS) -> Dict[str, Any]:
     secret_changes = [f for f in SECRET_FIELDS if f in plan.changes]
-    before = display_view(plan.before) if plan.before is not None else {}
-    after = display_view(plan.after, secret_changes) if plan.after is not None else {}
+    before = display_view(plan.before, fields=fields) if plan.before is not None else {}
+    after = display_view(plan.after, secret_changes, fields=fields) if plan.after is not None else {}
+    before.update(plan.twin_view[0])
+    after.update(plan.twin_view[1])
     return {"before": before, "after": after, "before_header": f"{header} (hub)", "after_header": f"{header} (planned)"}

@@ -17,12 +17,19 @@ predicts.  ``changed``, check mode and the notes come from here and nowhere else
 
 from __future__ import annotations
 
+import base64
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import AmbiguousWriteError, IoTApiError
 
 MAX_REPLANS = 5
+
+
+def fresh_key() -> str:
+    """A new symmetric key (32 random bytes, base64), as the hub generates them: for deliberate key rotation."""
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 class EtagConflict(Exception):
@@ -37,6 +44,7 @@ class Written:
     obj: Optional[Any] = None
     status: Optional[int] = None
     maybe_applied: bool = False  # an earlier attempt of this request reached the service unanswered
+    landed: bool = False  # a first part of the write landed before a later part met a conflict
 
 
 @dataclass
@@ -113,7 +121,7 @@ def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = No
                     raise
                 notes.append(f"attempt {attempt}: {exc}; re-reading")
                 continue
-            wrote = wrote or out.maybe_applied
+            wrote = wrote or out.maybe_applied or out.landed
             if out.ok:
                 return Converged(plan, out.obj, True, attempt, notes)
             if pinned_etag is not None:

@@ -74,6 +74,8 @@ options:
       - When on, set C(no_log) on the task if its output is logged.
     type: bool
     default: false
+notes:
+  - 'Rights: an API token or Entra identity with a role that may manage devices in the application (for example C(Operator) or C(Administrator)).'
 seealso:
   - module: fleet.azure_iot.iotcentral_device_info
 """
@@ -150,13 +152,12 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._central import (
-    CENTRAL_ARGS,
+from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CENTRAL_ARGS, build_central_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, retry_policy, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_central_device import (
     CentralSpec,
-    build_central_client,
     ensure_central_device,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, retry_policy, run_module
 
 SPEC_OPTIONS = ("device_id", "state", "display_name", "template", "simulated", "enabled", "organizations")
 

@@ -34,6 +34,8 @@ options:
     description:
       - Keep only devices of this organization.
     type: str
+notes:
+  - 'Rights: an API token or Entra identity with a role that may read devices in the application.'
 seealso:
   - module: fleet.azure_iot.iotcentral_device
 """
@@ -64,12 +66,9 @@ devices:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._central import (
-    CENTRAL_ARGS,
-    CentralSpec,
-    build_central_client,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CENTRAL_ARGS, build_central_client
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, retry_policy, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_central_device import CentralSpec
 
 
 def run(module: AnsibleModule) -> dict:

@@ -94,6 +94,30 @@ options:
       - The ETag the device is expected to have. If the hub's device has another one, the task fails with a
         conflict instead of overwriting a change made by someone else.
     type: str
+  tags:
+    description:
+      - Twin tags. Only the keys given are managed (nested objects key by key); a key set to V(null) is removed;
+        keys not mentioned are kept.
+      - Written with one C(PATCH) of the twin carrying C(If-Match) of the twin etag read; a task that changes only
+        tags makes no identity write.
+    type: dict
+    version_added: 1.1.0
+  desired_properties:
+    description:
+      - Twin desired properties, managed like O(tags).
+    type: dict
+    version_added: 1.1.0
+  rotate_keys:
+    description:
+      - Rotate the device's SAS keys, a deliberate action that is always C(changed) (and predicted in check
+        mode). V(primary) or V(secondary) puts a new random key (32 bytes) in that slot; V(swap) exchanges the
+        two. The other key and everything else are kept (a read-modify-write with C(If-Match)).
+      - With O(return_secrets=true) the new RV(connection_string) is returned. See the key rotation guide
+        (docs/key-rotation.md) for the order that keeps devices connected.
+      - Mutually exclusive with O(primary_key), O(secondary_key) and the thumbprints.
+    type: str
+    choices: [primary, secondary, swap]
+    version_added: 1.1.0
   orphan_children:
     description:
       - With O(state=absent), delete an IoT Edge device even though devices still name it as their parent.
@@ -108,6 +132,8 @@ options:
       - Off by default, keys are redacted. When on, also set C(no_log) on the task if its output is logged.
     type: bool
     default: false
+notes:
+  - 'Rights: the shared access policy (or Entra ID role) needs C(RegistryRead) to read the device and C(RegistryWrite) to create, update or delete it (built-in policies C(registryReadWrite) or C(iothubowner); Entra role C(IoT Hub Registry Contributor)). Deleting an IoT Edge device, and moving or demoting one, also runs a query for its children, which needs C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)): C(iothubowner) has every right.'
 seealso:
   - module: fleet.azure_iot.iothub_device_info
   - module: fleet.azure_iot.iothub_device_bulk
@@ -153,6 +179,23 @@ EXAMPLES = r"""
         return_secrets: true
       no_log: true
       register: gw
+
+- name: Tag a device and set a desired property (other tags are kept; null removes a key)
+  fleet.azure_iot.iothub_device:
+    device_id: camera-7
+    tags:
+      site: plant-7
+      retired: null
+    desired_properties:
+      telemetryInterval: 60
+
+- name: Rotate the secondary key of the gateway and read the new connection strings
+  fleet.azure_iot.iothub_device:
+    device_id: plant-gw
+    rotate_keys: secondary
+    return_secrets: true
+  no_log: true
+  register: rotated
 
 - name: Delete a device
   fleet.azure_iot.iothub_device:
@@ -206,7 +249,7 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import ensure_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_device import ensure_device
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
@@ -221,7 +264,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import option_names, plan_diff
 
 SPEC_OPTIONS = ("device_id", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
-                "secondary_thumbprint", "status", "status_reason", "edge_enabled", "parent")
+                "secondary_thumbprint", "status", "status_reason", "edge_enabled", "parent", "tags",
+                "desired_properties", "rotate_keys")
 
 
 def argument_spec() -> dict:
@@ -241,6 +285,9 @@ def argument_spec() -> dict:
         etag=dict(type="str"),
         return_secrets=dict(type="bool", default=False),
         orphan_children=dict(type="bool", default=False),
+        tags=dict(type="dict"),
+        desired_properties=dict(type="dict"),
+        rotate_keys=dict(type="str", choices=["primary", "secondary", "swap"]),
     )
 
 

@@ -54,6 +54,9 @@ options:
       - A node with children is an IoT Edge device (C(edge_enabled) defaults to V(true); V(false) with children
         is an error); its children get it as C(parent). A node without children is a leaf unless it says
         C(edge_enabled=true). At most five layers of edge devices.
+      - A node may carry C(deployment), a deployment manifest. This module does not apply it; it returns it in
+        RV(edge_devices) for M(fleet.azure_iot.iothub_edge_modules) (the role C(fleet.azure_iot.edge_hierarchy)
+        does that). A node with a deployment is an edge device.
     type: list
     elements: dict
   defaults:
@@ -117,6 +120,46 @@ options:
     choices: [summary, full]
     default: summary
     version_added: 1.1.0
+  storage_container_uri:
+    description:
+      - A SAS URL of an Azure Blob Storage container that IoT Hub can reach, with read, write, list and delete
+        rights (C(sp=rwdl)). With it, large fleets are read through an export job and written through an import
+        job (IoT Hub's own engine for fleets of 100,000 devices and more) instead of query pages and bulk calls.
+      - The export blob may hold the devices' keys (they are exported when an identity may be rewritten, so
+        that it keeps them); this module deletes its blobs after reading them. Without this option nothing
+        changes. Needs the C(azure-storage-blob) Python package (imported only on this path).
+    type: str
+    version_added: 1.1.0
+  job_mode:
+    description:
+      - V(auto) reads through an export job when O(job_threshold_devices) devices or more are declared, and writes
+        through an import job when O(job_threshold_writes) devices or more change. V(always) uses jobs for every
+        read and write; V(never) ignores O(storage_container_uri).
+      - Only one import or export job runs per hub; a job already running is waited for (up to
+        O(retry_budget_seconds)), never cancelled.
+    type: str
+    choices: [auto, always, never]
+    default: auto
+    version_added: 1.1.0
+  job_threshold_devices:
+    description:
+      - With O(job_mode=auto), read through an export job from this many declared devices on.
+    type: int
+    default: 20000
+    version_added: 1.1.0
+  job_threshold_writes:
+    description:
+      - With O(job_mode=auto), write through an import job from this many changed devices on (fewer go in bulk
+        calls of 100).
+    type: int
+    default: 5000
+    version_added: 1.1.0
+  job_timeout_seconds:
+    description:
+      - How long to wait for one job to end (IoT Hub documents about a minute per 100 devices imported).
+    type: float
+    default: 3600
+    version_added: 1.1.0
   batch_size:
     description:
       - Devices per bulk call, at most 100.
@@ -131,6 +174,7 @@ seealso:
   - module: fleet.azure_iot.iothub_device
   - module: fleet.azure_iot.iothub_device_info
 notes:
+  - 'Rights: queries need C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)), GETs of identities C(RegistryRead), bulk calls C(RegistryWrite), and bulk entries or PATCHes that carry tags or desired properties C(ServiceConnect) too. Use C(iothubowner) or a policy with C(RegistryWrite) and C(ServiceConnect); Entra roles C(IoT Hub Registry Contributor) and C(IoT Hub Twin Contributor). A call refused for a missing right stops the run and names the right.'
   - Registry operations are throttled per hub unit (100 per minute on S1, each device of a bulk call counting once;
     queries 20 pages per minute). The module retries throttled requests with back-off (see O(retry_budget_seconds)).
 """
@@ -226,11 +270,26 @@ edge_devices:
       description: The device ids declared below it.
       type: list
       elements: str
+    layer:
+      description: Its layer among the declared edge devices (1 for a gateway without a declared edge parent); the list is sorted by it.
+      type: int
+      version_added: 1.1.0
+    deployment:
+      description: The deployment manifest its tree node carries, or V(null).
+      type: dict
+      version_added: 1.1.0
 requests:
   description: How many requests of each kind the task made.
   returned: always
   type: dict
   sample: {gets: 0, writes: 1, query_pages: 11, bulk_calls: 1, registry_operations: 100}
+jobs:
+  description: The import and export jobs the task ran (with O(storage_container_uri)).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.1.0
+  sample: [{id: 0a1b..., type: export, status: completed, seconds: 3.2, devices: 100000}]
 notes:
   description: Reconciliations along the way (a device that changed between read and write, an index that lagged).
   returned: always
@@ -238,10 +297,13 @@ notes:
   elements: str
 """
 
+import uuid
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, parse_fleet, validate_fleet
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import FleetJobs
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
@@ -253,14 +315,23 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
-    specs, declares_children = parse_fleet(p["devices"], p["tree"], p["defaults"], module.no_log_values.add)
+    specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
+                                                        module.no_log_values.add)
     validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"], p["max_deletes"])
     client = build_hub_client(p, module.warn)
+    jobs = None
+    if p["storage_container_uri"]:
+        if p["job_mode"] != "never":
+            jobs = FleetJobs(client, p["storage_container_uri"], p["job_mode"], p["job_threshold_devices"],
+                             p["job_threshold_writes"], p["retry_budget_seconds"], p["job_timeout_seconds"],
+                             uuid.uuid4().hex[:12])
+    elif p["job_mode"] == "always":
+        raise ModuleFailure("job_mode=always needs storage_container_uri (a SAS URL of a blob container)")
     rec = BulkReconciler(client, specs, prune=p["prune"], prune_query=p["prune_query"], batch_size=p["batch_size"],
                          max_concurrency=p["max_concurrency"], check_mode=module.check_mode,
                          prune_children=p["prune_children"], prune_descendants=p["prune_descendants"],
                          orphan_children=p["orphan_children"], max_deletes=p["max_deletes"],
-                         declares_children=declares_children)
+                         declares_children=declares_children, deployments=deployments, jobs=jobs)
     try:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
@@ -274,6 +345,7 @@ def run(module: AnsibleModule) -> dict:
             changed=out.changed, created=sorted(out.created),
             updated=sorted(out.updated), deleted=sorted(out.deleted), unchanged=sorted(out.unchanged),
             failed_devices=out.failed, not_done=pending, requests=client.counters.as_dict(),
+            jobs=jobs.runner.records if jobs is not None else [],
             error=exc.to_dict()) from None
     for warning in sorted(set(out.warnings)):
         module.warn(warning)
@@ -284,6 +356,7 @@ def run(module: AnsibleModule) -> dict:
         "unchanged": sorted(out.unchanged), "failed_devices": out.failed, "edge_devices": rec.edge_devices(),
         "requests": client.counters.as_dict(),
         "notes": out.notes,
+        "jobs": jobs.runner.records if jobs is not None else [],
     }
     if module._diff:
         result["diff"] = rec.diffs(p["diff_detail"])
@@ -306,6 +379,11 @@ def main() -> None:
             orphan_children=dict(type="bool", default=False),
             max_deletes=dict(type="int"),
             diff_detail=dict(type="str", choices=["summary", "full"], default="summary"),
+            storage_container_uri=dict(type="str", no_log=True),
+            job_mode=dict(type="str", choices=["auto", "always", "never"], default="auto"),
+            job_threshold_devices=dict(type="int", default=20000),
+            job_threshold_writes=dict(type="int", default=5000),
+            job_timeout_seconds=dict(type="float", default=3600),
             defaults=dict(type="dict", default={}),
             prune=dict(type="bool", default=False),
             prune_query=dict(type="str"),

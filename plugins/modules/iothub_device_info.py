@@ -47,7 +47,16 @@ options:
       - With O(device_id), return the device's symmetric keys instead of C(********).
     type: bool
     default: false
+  include_twin:
+    description:
+      - Return each device with its C(twin) (tags, desired and reported properties, version, etag).
+      - Read through the query the module makes anyway (query results are twins), never with one GET per
+        device; with O(device_id), one C(GET /twins/{id}).
+    type: bool
+    default: false
+    version_added: 1.1.0
 notes:
+  - 'Rights: O(device_id) reads need C(RegistryRead); O(query), O(parent) and O(edge_only) run queries, which need C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)). Built-in policies C(service) plus C(registryRead), or C(iothubowner); Entra role C(IoT Hub Data Reader).'
   - With none of O(device_id), O(query), O(parent) or O(edge_only), every device twin of the hub is returned.
 seealso:
   - module: fleet.azure_iot.iothub_device
@@ -118,6 +127,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     hide_secrets,
     redact_device,
     run_module,
+    twin_of,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
 
@@ -139,6 +149,8 @@ def run(module: AnsibleModule) -> dict:
         hide_secrets(module, device, p["return_secrets"])
         result["devices"] = [redact_device(device, p["return_secrets"])] if device else []
         result["exists"] = device is not None
+        if p["include_twin"] and device is not None:
+            result["devices"][0]["twin"] = twin_of(client.get_twin(p["device_id"]))
         if p["return_secrets"] and device_secrets(device):
             result["connection_string"] = device_connection_string(client.host, device)
     elif p["parent"] is not None:
@@ -154,6 +166,9 @@ def run(module: AnsibleModule) -> dict:
         result["devices"] = list(client.query("SELECT * FROM devices WHERE capabilities.iotEdge = true"))
     else:
         result["devices"] = list(client.query("SELECT * FROM devices"))
+    if p["include_twin"] and p["device_id"] is None:
+        for doc in result["devices"]:  # query results are twins already: no GET per device
+            doc["twin"] = twin_of(doc)
     result["requests"] = client.counters.as_dict()
     return result
 
@@ -167,6 +182,7 @@ def main() -> None:
             parent=dict(type="str"),
             edge_only=dict(type="bool", default=False),
             return_secrets=dict(type="bool", default=False),
+            include_twin=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
         mutually_exclusive=[("device_id", "query", "parent", "edge_only")],

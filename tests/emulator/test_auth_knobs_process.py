@@ -70,14 +70,27 @@ def test_sas_failures_are_401(hub, creds):
 
 
 def test_policy_rights(emulator, hub):
+    """iot-api-2.md §6.5: registry reads RegistryRead, writes RegistryWrite, twins and queries ServiceConnect (the
+    security doc; --query-right RegistryRead plays the SDK sample's reading)."""
     reader = HubClient(emulator.env["IOTHUB_REGISTRY_READ_CONNECTION_STRING"], emulator.ca_path)
+    service = HubClient(emulator.env["IOTHUB_SERVICE_CONNECTION_STRING"], emulator.ca_path)
     hub.put_device("r", {"deviceId": "r"})
     assert reader.get_device("r").status_code == 200
-    assert reader.query("SELECT * FROM devices").status_code == 200
+    assert reader.query("SELECT * FROM devices").status_code == 401
+    assert reader.request("GET", "/twins/r").status_code == 401
+    assert service.query("SELECT * FROM devices").status_code == 200
+    assert service.request("GET", "/twins/r").status_code == 200
+    assert service.get_device("r").status_code == 401
     denied = reader.put_device("w", {"deviceId": "w"})
     assert denied.status_code == 401
     assert reader.bulk([{"id": "w", "importMode": "create"}]).status_code == 401
+    emulator.configure(query_right="RegistryRead")
+    try:
+        assert reader.query("SELECT * FROM devices").status_code == 200
+    finally:
+        emulator.configure(query_right="ServiceConnect")
     reader.close()
+    service.close()
 
 
 def _jwt(payload: dict) -> str:

@@ -195,9 +195,14 @@ def test_leaf_parent_scopes_derived_from_device_scope(hub):
     assert detached["parentScopes"] == [] and "deviceScope" not in detached
 
 
-def test_scope_must_name_an_edge_device(hub):
+def test_parent_scope_rules(hub):
+    """Recorded: a leaf's deviceScope that names no edge device is accepted.  CHOICE: an edge device's parentScopes
+    must name an existing edge device."""
     hub.put_device("plain", {"deviceId": "plain"})
     r = hub.put_device("leaf", {"deviceId": "leaf", "deviceScope": "ms-azure-iot-edge://plain-1"})
+    assert r.status_code == 200 and r.json()["deviceScope"] == "ms-azure-iot-edge://plain-1"
+    r = hub.put_device("e", {"deviceId": "e", "capabilities": {"iotEdge": True},
+                             "parentScopes": ["ms-azure-iot-edge://plain-1"]})
     assert r.status_code == 400 and error_code(r) == "InvalidDeviceScope"
 
 

@@ -151,3 +151,28 @@ def test_twin_update_through_sdk(manager):
     twin = manager.get_twin("tw")
     patched = manager.update_twin("tw", Twin(tags={"site": "a"}), twin.etag)
     assert patched.tags == {"site": "a"}
+
+
+def test_module_calls_of_the_sdk(manager):
+    """create_module_with_sas, get_module, update_module_twin, delete_module (iot-api-2.md §1)."""
+    manager.create_device_with_sas("mod-dev", None, None, "enabled")
+    created = manager.create_module_with_sas("mod-dev", "analytics", None, KEY_A, KEY_B)
+    assert created.module_id == "analytics" and created.authentication.symmetric_key.primary_key == KEY_A
+    got = manager.get_module("mod-dev", "analytics")
+    assert got.etag == created.etag and got.managed_by is None
+    twin = manager.get_module_twin("mod-dev", "analytics")
+    from azure.iot.hub.models import Twin, TwinProperties
+    patched = manager.update_module_twin("mod-dev", "analytics", Twin(tags={"owner": "x"},
+                                                                      properties=TwinProperties(desired={"t": 1})),
+                                         twin.etag)
+    assert patched.tags == {"owner": "x"} and patched.properties.desired["t"] == 1
+    with pytest.raises(HttpOperationError) as stale:
+        manager.update_module_twin("mod-dev", "analytics", Twin(tags={"owner": "y"}), twin.etag)
+    assert status_of(stale.value) == 412
+    updated = manager.update_module_with_sas("mod-dev", "analytics", "someone", got.etag, KEY_B, KEY_A)
+    assert updated.managed_by == "someone" and updated.etag != got.etag
+    assert [m.module_id for m in manager.get_modules("mod-dev")] == ["analytics"]
+    manager.delete_module("mod-dev", "analytics")
+    with pytest.raises(HttpOperationError) as gone:
+        manager.get_module("mod-dev", "analytics")
+    assert status_of(gone.value) == 404

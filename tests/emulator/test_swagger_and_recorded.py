@@ -42,6 +42,12 @@ def _scenario(hub):
     yield "/twins/{id}", "patch", hub.request("PATCH", "/twins/b1", json={"tags": {"site": None, "zone": "z"}})
     yield "/devices/{id}/modules", "get", hub.request("GET", "/devices/gw/modules")
     yield "/devices/{id}/modules/{mid}", "get", hub.request("GET", "/devices/gw/modules/$edgeHub")
+    yield "/devices/{id}/modules/{mid}", "put", hub.request("PUT", "/devices/gw/modules/m1",
+                                                            json={"moduleId": "m1", "deviceId": "gw"})
+    yield "/devices/{id}/modules/{mid}", "get", hub.request("GET", "/devices/gw/modules/m1")
+    yield "/twins/{id}/modules/{mid}", "get", hub.request("GET", "/twins/gw/modules/m1")
+    yield "/twins/{id}/modules/{mid}", "patch", hub.request("PATCH", "/twins/gw/modules/m1",
+                                                            json={"tags": {"a": 1}, "properties": {"desired": {"x": 1}}})
 
 
 def test_every_response_body_matches_the_swagger(hub):

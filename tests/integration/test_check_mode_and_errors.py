@@ -125,12 +125,17 @@ def test_validate_certs_false_wins_over_a_ca_path_and_warns(ansible, emulator, t
 
 # ------------------------------------------------------------------- 7. a policy that lacks a right
 def test_bulk_with_a_read_only_policy_stops_at_the_first_refused_call(ansible, emulator):
-    ro = emulator.env["IOTHUB_REGISTRY_READ_CONNECTION_STRING"]
+    # the service policy reads (its queries need ServiceConnect) but cannot write the registry
+    ro = emulator.env["IOTHUB_SERVICE_CONNECTION_STRING"]
     with counting(emulator) as w:
         r = ansible.run(play(task("t", "iothub_device_bulk", connection_string="{{ cs }}",
                                   devices=[f"ro-{i}" for i in range(1000)])), extra_vars={"cs": ro})
     res = res_of(r)
     assert r.rc != 0 and "RegistryWrite" in res["msg"] and "registryReadWrite" in res["msg"], res["msg"]
+    ro_reader = emulator.env["IOTHUB_REGISTRY_READ_CONNECTION_STRING"]  # and a registry reader cannot query
+    r2 = ansible.run(play(task("t", "iothub_device_bulk", connection_string="{{ cs }}", devices=["x"])),
+                     extra_vars={"cs": ro_reader})
+    assert r2.rc != 0 and "ServiceConnect" in res_of(r2)["msg"], res_of(r2)["msg"]
     route = "POST /devices"
     calls = w.end["requests_by_route"].get(route, 0) - w.start["requests_by_route"].get(route, 0)
     assert calls == 1 and w.end["responses_by_status"]["401"] - w.start["responses_by_status"].get("401", 0) == 1

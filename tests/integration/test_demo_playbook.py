@@ -32,6 +32,8 @@ def test_demo_hierarchy_playbook_twice(ansible, emulator, hub):
     plant = hub.get_device("plant-gw").json()["deviceScope"]
     assert hub.get_device("line1-gw").json()["parentScopes"] == [plant]
     assert hub.request("GET", "/twins/line1-sensor-1").json()["tags"] == {"site": "plant-7"}
+    line1_agent = hub.request("GET", "/twins/line1-gw/modules/$edgeAgent").json()["properties"]["desired"]
+    assert line1_agent["systemModules"]["edgeHub"]["settings"]["image"].startswith("$upstream:443/")
     with counting(emulator) as w:
         second = ansible.run(HIERARCHY)
     assert second.rc == 0 and second.changed_tasks() == [] and w.writes == 0

@@ -12,9 +12,12 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "roles/edge_gateway/README.md", "roles/edge_hierarchy/README.md",
+MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "docs/key-rotation.md",
+            "roles/edge_gateway/README.md",
+            "roles/edge_hierarchy/README.md",
             "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md"]
-MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "iotcentral_device",
+MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "iothub_module", "iothub_module_info",
+                "iothub_edge_modules", "iothub_configuration", "iothub_configuration_info", "iotcentral_device",
                 "iotcentral_device_info"]
 
 # (source, block index or task name) -> why it is not run against the emulator.

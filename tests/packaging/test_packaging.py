@@ -38,6 +38,16 @@ def test_ansible_doc_renders_every_module(collections_root, module):
         assert opt.get("description"), f"{module}.{name} has no description"
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_documents_the_rights_it_needs(collections_root, module):
+    r = run([str(BIN / "ansible-doc"), "--json", f"fleet.azure_iot.{module}"],
+            env={"ANSIBLE_COLLECTIONS_PATH": str(collections_root)})
+    notes = " ".join(json.loads(r.stdout)[f"fleet.azure_iot.{module}"]["doc"].get("notes", []))
+    assert "Rights:" in notes, module
+    if module.startswith("iothub_"):
+        assert "RegistryRead" in notes and "ServiceConnect" in notes, module
+
+
 def test_ansible_doc_text_shows_the_device_id_characters(collections_root):
     """Markup inside C() ended at the first ')': the rendered text must list every allowed character."""
     r = run([str(BIN / "ansible-doc"), "fleet.azure_iot.iothub_device"],

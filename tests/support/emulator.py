@@ -88,6 +88,12 @@ class EmulatorProcess:
     def hostname(self) -> str:
         return self.env["IOTHUB_HOSTNAME"]
 
+    def policy_connection_string(self, policy: str) -> str:
+        """The connection string of one of the hub's shared access policies (from DIR/policies.json)."""
+        import json as _json
+        key = _json.loads((self.data_dir / "policies.json").read_text())[policy]
+        return f"HostName={self.hostname};SharedAccessKeyName={policy};SharedAccessKey={key}"
+
     def _control(self, method: str, path: str, json=None) -> dict:
         with httpx.Client(verify=ssl.create_default_context(cafile=self.ca_path), timeout=30) as c:
             r = c.request(method, f"{self.url}/_emulator/{path}", json=json)
@@ -106,9 +112,11 @@ class EmulatorProcess:
     def configure(self, **settings) -> dict:
         return self._control("POST", "config", json=settings)
 
-    def race(self, device_id: str, patch: dict, times: int = 1) -> dict:
-        """Arm another writer: right after the next GET of DEVICE_ID, PATCH-like replace it with PATCH."""
-        return self._control("POST", "race", json={"device_id": device_id, "patch": patch, "times": times})
+    def race(self, device_id: str, patch: dict, times: int = 1, target: str = "device") -> dict:
+        """Arm another writer: right after the next GET of DEVICE_ID (or of its twin, target="twin"), replace it
+        with PATCH applied (or PATCH its twin)."""
+        return self._control("POST", "race", json={"device_id": device_id, "patch": patch, "times": times,
+                                                   "target": target})
 
     def refuse(self, device_id: str, code: str = "ArgumentInvalid", status: int = 400, times: int = 1) -> dict:
         """Make the next TIMES writes of DEVICE_ID fail with STATUS/CODE (a rule the client could not know)."""
@@ -127,3 +135,58 @@ def env_without_proxies() -> dict[str, str]:
             env.pop(k)
     env["NO_PROXY"] = "127.0.0.1,localhost"
     return env
+
+
+class AzuriteProcess:
+    """scripts/azurite as a real process (its start contract: DIR/azurite.env once it accepts connections)."""
+
+    def __init__(self, location: Path):
+        self.location = Path(location)
+        self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}
+
+    def start(self, timeout: float = 300.0) -> "AzuriteProcess":
+        script = Path(__file__).resolve().parents[2] / "scripts" / "azurite"
+        self.location.mkdir(parents=True, exist_ok=True)
+        log = open(self.location / "azurite.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--location", str(self.location)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        env_file = self.location / "azurite.env"
+        deadline = time.monotonic() + timeout  # the first start installs Azurite with npm
+        while not env_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"azurite exited: {(self.location / 'azurite.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError("azurite did not start in time")
+            time.sleep(0.05)
+        self.env = parse_env_file(env_file)
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def container_uri(self, name: str, permissions: str = "rwdl") -> str:
+        """Create a container and return its SAS URL with PERMISSIONS (as a user hands one to IoT Hub)."""
+        import datetime as dt
+
+        from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+        url, account, key = self.env["AZURITE_BLOB_URL"], self.env["AZURITE_ACCOUNT"], self.env["AZURITE_KEY"]
+        service = BlobServiceClient(url, credential={"account_name": account, "account_key": key})
+        try:
+            service.create_container(name)
+        except Exception:  # already there
+            pass
+        sas = generate_container_sas(account, name, account_key=key,
+                                     permission=ContainerSasPermissions(**{
+                                         {"r": "read", "w": "write", "d": "delete", "l": "list"}[p]: True
+                                         for p in permissions}),
+                                     expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
+        return f"{url}/{name}?{sas}"

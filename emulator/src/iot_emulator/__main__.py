@@ -20,7 +20,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from .app import FAULT_KINDS, Emulator, Settings, parse_throttle
+from .app import DEFAULT_FAULT_KINDS, FAULT_KINDS, Emulator, Settings, parse_throttle
 from .auth import DEFAULT_POLICIES, Authorizer, Policy
 from .certs import issue_server_cert
 
@@ -39,13 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-rate", type=float, default=0.0,
                    help="share of service requests answered with an injected fault (0..1)")
     p.add_argument("--fault-seed", type=int, default=None, help="seed of the fault generator, for repeatable runs")
-    p.add_argument("--fault-kinds", default=",".join(FAULT_KINDS),
-                   help=f"comma-separated faults to inject, from {','.join(FAULT_KINDS)}")
+    p.add_argument("--fault-kinds", default=",".join(DEFAULT_FAULT_KINDS),
+                   help=f"comma-separated faults to inject, from {','.join(FAULT_KINDS)} (drop: the connection drops "
+                        "before or after the request is applied; drop_after / drop_before: always after / before)")
     p.add_argument("--query-lag-s", type=float, default=0.0,
                    help="seconds before a registry write shows in query results (the index is eventually consistent)")
     p.add_argument("--throttle", default=None, metavar="SKU:UNITS",
                    help="enforce the registry and query quotas of a tier, e.g. S1:1")
     p.add_argument("--state-file", type=Path, default=None, help="persist the registry here across restarts")
+    p.add_argument("--bulk-twin-mode", choices=["replace", "merge"], default="replace",
+                   help="how a bulk or import updateTwin applies the tags and desired properties it carries: replace "
+                        "the sections given (default) or merge them like a twin PATCH; the docs do not say which")
+    p.add_argument("--max-page-size", type=int, default=100,
+                   help="the most items a query page holds (default 100, the newest documented maximum)")
+    p.add_argument("--query-right", choices=["ServiceConnect", "RegistryRead"], default="ServiceConnect",
+                   help="the policy right a query needs: ServiceConnect (the security doc, default) or RegistryRead "
+                        "(an SDK sample's comment); the sources disagree")
     p.add_argument("--entra-test-mode", action="store_true",
                    help="accept Entra ID bearer tokens (audience and expiry checked, signature not)")
     p.add_argument("--central-app", default="emulator",
@@ -106,6 +115,7 @@ def env_lines(host_port: str, port: int, data_dir: Path, policies: dict[str, Pol
         "IOTHUB_HOSTNAME": host_port,
         "IOTHUB_CA_PATH": str((data_dir / "ca.pem").resolve()),
         "IOTHUB_REGISTRY_READ_CONNECTION_STRING": connection_string(host_port, policies["registryRead"]),
+        "IOTHUB_SERVICE_CONNECTION_STRING": connection_string(host_port, policies["service"]),
         "IOT_EMULATOR_URL": f"https://{host_port}",
         "IOT_EMULATOR_PORT": str(port),
         "IOT_EMULATOR_PID": str(os.getpid()),
@@ -139,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--fault-kinds takes {','.join(FAULT_KINDS)}")
         if not 0 <= args.fault_rate <= 1:
             raise ValueError("--fault-rate must be between 0 and 1")
+        if args.max_page_size < 1:
+            raise ValueError("--max-page-size must be at least 1")
     except ValueError as exc:
         print(f"iot_emulator: {exc}", file=sys.stderr)
         return 2
@@ -169,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         hosts += ["127.0.0.1", "localhost"]
     settings = Settings(latency_ms=args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
                         fault_kinds=kinds, query_lag_s=args.query_lag_s, throttle=args.throttle,
-                        state_file=args.state_file, entra_test_mode=args.entra_test_mode)
+                        state_file=args.state_file, entra_test_mode=args.entra_test_mode,
+                        bulk_twin_mode=args.bulk_twin_mode, max_page_size=args.max_page_size,
+                        query_right=args.query_right)
     central_app = load_central(data_dir, args)
     emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode), central_app)
 

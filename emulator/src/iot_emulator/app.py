@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import configurations, devices, jobs, modules, twins
 from .auth import Authorizer
 from .errors import ApiError, bad_request, throttled
 from .registry import Registry
@@ -41,7 +42,10 @@ SKU_LIMITS = {  # iot-api.md §6: registry operations and query pages per minute
     "F1": (100, 20), "B1": (100, 20), "S1": (100, 20), "B2": (100, 20), "S2": (100, 20),
     "B3": (5000, 1000), "S3": (5000, 1000),
 }
-FAULT_KINDS = ("429", "500", "503", "drop")
+CONFIGURATION_WRITES_PER_UNIT = 20
+FAULT_KINDS = ("429", "500", "503", "drop", "drop_after", "drop_before")
+DEFAULT_FAULT_KINDS = ("429", "500", "503", "drop")  # "drop" is either; drop_after / drop_before pick one
+QUERY_RIGHTS = ("ServiceConnect", "RegistryRead")
 
 
 @dataclass
@@ -49,17 +53,21 @@ class Settings:
     latency_ms: float = 0.0
     fault_rate: float = 0.0
     fault_seed: int | None = None
-    fault_kinds: tuple = FAULT_KINDS
+    fault_kinds: tuple = DEFAULT_FAULT_KINDS
     query_lag_s: float = 0.0
     throttle: str | None = None  # "S1:2"
     state_file: Path | None = None
     entra_test_mode: bool = False
+    bulk_twin_mode: str = "replace"  # how bulk updateTwin applies tags / desired: "replace" or "merge" (§9.1)
+    max_page_size: int = 100  # query page size cap (§7)
+    query_right: str = "ServiceConnect"  # the right a query needs: the security doc, or "RegistryRead" (§9.6)
 
     def public(self) -> dict:
         return {"latency_ms": self.latency_ms, "fault_rate": self.fault_rate, "fault_seed": self.fault_seed,
                 "fault_kinds": list(self.fault_kinds), "query_lag_s": self.query_lag_s,
                 "throttle": self.throttle, "state_file": str(self.state_file) if self.state_file else None,
-                "entra_test_mode": self.entra_test_mode}
+                "entra_test_mode": self.entra_test_mode, "bulk_twin_mode": self.bulk_twin_mode,
+                "max_page_size": self.max_page_size, "query_right": self.query_right}
 
 
 def parse_throttle(spec: str | None) -> tuple[int, int] | None:
@@ -72,27 +80,30 @@ def parse_throttle(spec: str | None) -> tuple[int, int] | None:
     if n < 1:
         raise ValueError("units must be at least 1")
     reg, q = SKU_LIMITS[sku.upper()]
-    return reg * n, q * n
+    # iot-api-2.md §2.4: configurations and edge deployments (create, update, list, delete) 20/min/unit, every tier
+    return reg * n, q * n, CONFIGURATION_WRITES_PER_UNIT * n
 
 
 class Throttle:
-    """Per-minute budgets for registry operations and query pages (a sliding 60 s window)."""
+    """Per-minute budgets for registry operations, query pages and configuration operations (sliding 60 s)."""
 
-    def __init__(self, limits: tuple[int, int] | None):
+    KINDS = ("registry", "query", "configurations")
+
+    def __init__(self, limits: tuple | None):
         self.limits = limits
-        self.windows = {"registry": deque(), "query": deque()}
+        self.windows = {k: deque() for k in self.KINDS}
 
     def consume(self, kind: str, cost: int) -> None:
         if self.limits is None:
             return
-        limit = self.limits[0] if kind == "registry" else self.limits[1]
+        limit = self.limits[self.KINDS.index(kind)]
         win = self.windows[kind]
         now = time.monotonic()
         while win and win[0][0] <= now - 60:
             win.popleft()
         used = sum(c for _, c in win)
         if used + cost > limit:
-            raise throttled("CRUD" if kind == "registry" else "Query")
+            raise throttled({"registry": "CRUD", "query": "Query", "configurations": "Configurations"}[kind])
         win.append((now, cost))
 
 
@@ -110,6 +121,11 @@ class Stats:
     races_applied: int = 0
     central_reads: int = 0
     central_writes: int = 0
+    configuration_writes: int = 0
+    apply_content_calls: int = 0
+    jobs_created: int = 0
+    job_devices_imported: int = 0
+    job_devices_exported: int = 0
     responses_by_status: Counter = field(default_factory=Counter)
     faults_injected: Counter = field(default_factory=Counter)
     requests_by_route: Counter = field(default_factory=Counter)
@@ -121,7 +137,9 @@ class Stats:
             "query_pages": self.query_pages, "twin_reads": self.twin_reads, "twin_writes": self.twin_writes,
             "write_requests": self.write_requests, "throttled": self.throttled,
             "races_applied": self.races_applied, "central_reads": self.central_reads,
-            "central_writes": self.central_writes,
+            "central_writes": self.central_writes, "configuration_writes": self.configuration_writes,
+            "apply_content_calls": self.apply_content_calls, "jobs_created": self.jobs_created,
+            "job_devices_imported": self.job_devices_imported, "job_devices_exported": self.job_devices_exported,
             "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
             "faults_injected": dict(self.faults_injected),
             "requests_by_route": dict(self.requests_by_route),
@@ -153,6 +171,10 @@ class Emulator:
         self.settings = settings
         self.auth = authorizer
         self.registry = Registry(settings.query_lag_s)
+        self.registry.bulk_twin_mode = settings.bulk_twin_mode
+        self.registry.max_page_size = settings.max_page_size
+        self.configurations = configurations.ConfigurationStore(self.registry)
+        self.jobs = jobs.JobStore(self)
         self.stats = Stats()
         self.fault_rng = random.Random(settings.fault_seed)
         self.throttle = Throttle(parse_throttle(settings.throttle))
@@ -176,13 +198,14 @@ class Emulator:
         os.replace(tmp, path)
 
     def dump_state(self) -> dict:
-        return {"registry": self.registry.dump(), **self.extra_state()}
+        return {"registry": self.registry.dump(), "configurations": self.configurations.dump(), **self.extra_state()}
 
     def extra_state(self) -> dict:
         return {"central": self.central.app.dump()} if self.central else {}
 
     def load_state(self, data: dict) -> None:
         self.registry.load(data.get("registry", {}))
+        self.configurations.load(data.get("configurations", {}))
         if self.central and "central" in data:
             self.central.app.load(data["central"])
 
@@ -203,8 +226,14 @@ class Emulator:
             raise bad_request("The request body is not valid JSON", code="IotHubFormatError") from None
 
     def authorize(self, request: Request, right: str) -> None:
+        """Raise 401 unless the caller has RIGHT ("A+B": both)."""
         self.check_api_version(request)
-        self.auth.check(request.headers.get("authorization"), request.url.path, right)
+        for one in right.split("+"):
+            self.auth.check(request.headers.get("authorization"), request.url.path, one)
+
+    @staticmethod
+    def json(body: Any, status: int = 200, etag: str | None = None, headers: dict | None = None) -> Response:
+        return json_response(body, status, etag, headers)
 
     def consume(self, kind: str, cost: int = 1) -> None:
         try:
@@ -236,98 +265,8 @@ class Emulator:
         reg = self.registry
         routes: list[Route] = []
 
-        @self.hub_route("/devices/query", ["POST"], "query")
-        async def query(request: Request) -> Response:
-            self.guard(request, "RegistryRead", kind="query")
-            body = await self.read_json(request)
-            if not isinstance(body, dict) or "query" not in body:
-                raise bad_request('The body must be {"query": "..."}', code="ArgumentNull")
-            try:
-                max_items = int(request.headers.get("x-ms-max-item-count") or 0)
-            except ValueError:
-                raise bad_request("x-ms-max-item-count must be an integer") from None
-            items, token, item_type = reg.query(body["query"], max_items, request.headers.get("x-ms-continuation"))
-            self.stats.query_pages += 1
-            headers = {"x-ms-item-type": item_type}
-            if token:
-                headers["x-ms-continuation"] = token
-            return json_response(items, headers=headers)
-        routes.append(query)
-
-        @self.hub_route("/devices", ["GET", "POST"], "bulk")
-        async def devices(request: Request) -> Response:
-            if request.method == "GET":
-                self.guard(request, "RegistryRead")
-                top = request.query_params.get("top")
-                try:
-                    n = int(top) if top not in (None, "") else None
-                except ValueError:
-                    raise bad_request("top must be an integer") from None
-                self.stats.registry_reads += 1
-                return json_response(reg.list(n))
-            self.authorize(request, "RegistryWrite")
-            body = await self.read_json(request)
-            self.consume("registry", len(body) if isinstance(body, list) else 1)  # each device counts (§4)
-            status, result, written = reg.bulk(body)
-            self.stats.bulk_calls += 1
-            self.stats.registry_writes += written
-            if written:
-                self.persist()
-            return json_response(result, status=status)
-        routes.append(devices)
-
-        @self.hub_route("/devices/{device_id}", ["GET", "PUT", "DELETE"], "device")
-        async def device(request: Request) -> Response:
-            device_id = request.path_params["device_id"]
-            if request.method == "GET":
-                self.guard(request, "RegistryRead")
-                self.stats.registry_reads += 1  # a read of a missing device is an operation too
-                dev = reg.get(device_id)
-                self._run_race(device_id)
-                return json_response(dev, etag=dev["etag"])
-            self.guard(request, "RegistryWrite")
-            if request.method == "PUT":
-                body = await self.read_json(request)
-                dev = reg.put(device_id, body, request.headers.get("if-match"))
-                self.stats.registry_writes += 1
-                self.persist()
-                return json_response(dev, etag=dev["etag"])
-            reg.delete(device_id, request.headers.get("if-match"))
-            self.stats.registry_writes += 1
-            self.persist()
-            return Response(status_code=204, headers={"Content-Length": "0"})
-        routes.append(device)
-
-        @self.hub_route("/devices/{device_id}/modules", ["GET"], "modules")
-        async def modules(request: Request) -> Response:
-            self.guard(request, "RegistryRead")
-            self.stats.registry_reads += 1
-            return json_response(reg.list_modules(request.path_params["device_id"]))
-        routes.append(modules)
-
-        @self.hub_route("/devices/{device_id}/modules/{module_id}", ["GET"], "module")
-        async def module(request: Request) -> Response:
-            self.guard(request, "RegistryRead")
-            self.stats.registry_reads += 1
-            mod = reg.get_module(request.path_params["device_id"], request.path_params["module_id"])
-            return json_response(mod, etag=mod["etag"])
-        routes.append(module)
-
-        @self.hub_route("/twins/{device_id}", ["GET", "PATCH", "PUT"], "twin")
-        async def twin(request: Request) -> Response:
-            device_id = request.path_params["device_id"]
-            if request.method == "GET":
-                self.guard(request, "RegistryRead", kind=None)
-                doc = reg.get_twin(device_id)
-                self.stats.twin_reads += 1
-                return json_response(doc, etag=doc["etag"])
-            self.guard(request, "ServiceConnect", kind=None)
-            body = await self.read_json(request)
-            doc = reg.update_twin(device_id, body, request.headers.get("if-match"), replace=request.method == "PUT")
-            self.stats.twin_writes += 1
-            self.persist()
-            return json_response(doc, etag=doc["etag"])
-        routes.append(twin)
+        for area in (devices, twins, modules, configurations, jobs):  # a file per service area; this wires them
+            routes += area.routes(self)
 
         async def stats(request: Request) -> Response:
             return JSONResponse(self.stats.as_json(reg))
@@ -349,8 +288,12 @@ class Emulator:
             if not isinstance(body, dict) or not isinstance(body.get("device_id"), str) \
                     or not isinstance(body.get("patch", {}), dict):
                 return JSONResponse({"error": 'body: {"device_id": str, "patch": {...}, "times": int}'}, status_code=400)
-            self.races[body["device_id"]] = {"patch": body.get("patch", {}), "remaining": int(body.get("times", 1))}
-            return JSONResponse({"armed": body["device_id"]})
+            target = body.get("target", "device")
+            if target not in ("device", "twin"):
+                return JSONResponse({"error": "target: device or twin"}, status_code=400)
+            self.races[(target, body["device_id"])] = {"patch": body.get("patch", {}),
+                                                       "remaining": int(body.get("times", 1))}
+            return JSONResponse({"armed": body["device_id"], "target": target})
 
         async def refuse(request: Request) -> Response:
             """Make the next TIMES writes of DEVICE_ID fail with STATUS/CODE (per bulk entry, or the whole PUT),
@@ -394,21 +337,26 @@ class Emulator:
         ]
         return routes + self.extra_routes
 
-    def _run_race(self, device_id: str) -> None:
-        """Another writer changes the device just after a client read it (POST /_emulator/race)."""
-        race = self.races.get(device_id)
+    def run_race(self, device_id: str, target: str = "device") -> None:
+        """Another writer changes the device (or its twin, with a twin PATCH) just after a client read it
+        (POST /_emulator/race)."""
+        race = self.races.get((target, device_id))
         if not race:
             return
         race["remaining"] -= 1
         if race["remaining"] <= 0:
-            self.races.pop(device_id)
-        current = self.registry.devices[device_id]
-        body = {**current, **race["patch"]}
-        self.registry.put(device_id, body, "*")
+            self.races.pop((target, device_id))
+        if target == "twin":
+            self.registry.update_twin(device_id, race["patch"], None, mode="patch")
+        else:
+            current = self.registry.devices[device_id]
+            self.registry.put(device_id, {**current, **race["patch"]}, "*")
         self.stats.races_applied += 1
 
     def reset(self) -> None:
         self.registry.reset()
+        self.configurations.reset()
+        self.jobs.reset()
         self.races.clear()
         if self.central:
             self.central.app.devices.clear()
@@ -439,16 +387,38 @@ class Emulator:
                 s.fault_kinds = kinds
             elif key == "query_lag_s":
                 s.query_lag_s = float(value)
-                self.registry.index.lag = s.query_lag_s
+                self.registry.index.lag = self.registry.module_index.lag = s.query_lag_s
             elif key == "throttle":
                 s.throttle = value or None
                 self.throttle = Throttle(parse_throttle(s.throttle))
+            elif key == "bulk_twin_mode":
+                s.bulk_twin_mode = self.registry.bulk_twin_mode = twins.check_mode_name(value)
+            elif key == "max_page_size":
+                if int(value) < 1:
+                    raise ValueError("max_page_size must be at least 1")
+                s.max_page_size = self.registry.max_page_size = int(value)
+            elif key == "module_missing_device_status":
+                if int(value) not in (401, 404):
+                    raise ValueError("module_missing_device_status must be 401 or 404")
+                self.registry.module_missing_device_status = int(value)
+            elif key == "query_right":
+                if value not in QUERY_RIGHTS:
+                    raise ValueError(f"query_right must be one of {', '.join(QUERY_RIGHTS)}")
+                s.query_right = value
             else:
                 raise ValueError(f"unknown setting {key!r}")
 
     # ------------------------------------------------------------------ ASGI
+    def unknown_route(self, request: Request, exc) -> Response:
+        """Every unknown route or method answers with the service's JSON error envelope, never plain text."""
+        status = getattr(exc, "status_code", 404)
+        err = (ApiError(405, "MethodNotAllowed", f"The {request.method} method is not allowed on {request.url.path}")
+               if status == 405 else ApiError(404, "NotFound", f"No resource at {request.url.path}"))
+        return self.fault_response(request.scope, err, request.scope.get("emulator.request_id", ""))
+
     def build(self):
-        inner = Starlette(routes=self.routes())
+        inner = Starlette(routes=self.routes(),
+                          exception_handlers={404: self.unknown_route, 405: self.unknown_route})
 
         async def app(scope, receive, send):
             if scope["type"] != "http":
@@ -478,8 +448,8 @@ class Emulator:
             if fault is None:
                 return await inner(scope, receive, send_with_headers)
             self.stats.faults_injected[fault] += 1
-            if fault == "drop":
-                after = self.fault_rng.random() < 0.5
+            if fault.startswith("drop"):
+                after = fault == "drop_after" or (fault == "drop" and self.fault_rng.random() < 0.5)
                 if after:
                     # The request is processed, then the connection drops before the answer arrives.
                     async def swallow(message):

@@ -73,9 +73,11 @@ class Authorizer:
             if decoded == host:
                 return True
             if decoded.startswith(host + "/"):
-                # A token scoped to part of the hub is good only below that part.
-                sub = decoded[len(host):]
-                if path.lower().startswith(sub):
+                # A token scoped to part of the hub is good only at or below that part, by whole path segments:
+                # a token for /devices/sas1 does not open /devices/sas10.
+                sub = decoded[len(host):].rstrip("/")
+                target = path.lower().rstrip("/")
+                if target == sub or target.startswith(sub + "/"):
                     return True
         return False
 

@@ -28,6 +28,7 @@ CENTRAL_API_VERSIONS = frozenset({"2022-05-31", "2022-07-31", "2022-10-31-previe
 DEVICE_ID_RE = re.compile(r"^[a-z0-9._:-]{1,128}$")  # CHOICE: DPS registration id rule (lowercase)
 WRITABLE = ("displayName", "template", "enabled", "simulated", "organizations", "etag")
 PAGE_SIZE = 25  # "the default size is 25" (2022-10-31-preview docs)
+MAX_PAGE = 100  # "maximum returned result size is 100"
 CENTRAL_AUDIENCES = ("https://apps.azureiotcentral.com", "https://apps.azureiotcentral.com/")
 
 
@@ -166,18 +167,29 @@ class CentralApi:
             emu.stats.central_reads += 1
             ids = sorted(app.devices)
             start = 0
+            # $top: the page size, at most MAX_PAGE (the "maximum returned result size is 100, the default size
+            # is 25" of the devices API docs); beyond it the request is refused.
+            top_param = request.query_params.get("$top")
+            try:
+                top = PAGE_SIZE if top_param in (None, "") else int(top_param)
+            except ValueError:
+                raise ApiError(400, "InvalidParameter", "$top must be an integer") from None
+            if not 1 <= top <= MAX_PAGE:
+                raise ApiError(400, "InvalidParameter", f"$top must be between 1 and {MAX_PAGE}")
             token = request.query_params.get("$skiptoken")
             if token:
                 try:
                     start = int(json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["s"])
                 except (ValueError, KeyError, TypeError):
                     raise ApiError(400, "InvalidSkipToken", "The $skiptoken is invalid") from None
-            page = ids[start:start + PAGE_SIZE]
+            page = ids[start:start + top]
             body = {"value": [copy.deepcopy(app.devices[d]) for d in page]}
-            if start + PAGE_SIZE < len(ids):
-                skip = base64.urlsafe_b64encode(json.dumps({"s": start + PAGE_SIZE}).encode()).decode().rstrip("=")
-                query = urlencode({"api-version": request.query_params["api-version"], "$skiptoken": skip})
-                body["nextLink"] = f"{str(request.base_url).rstrip('/')}/api/devices?{query}"
+            if start + top < len(ids):
+                skip = base64.urlsafe_b64encode(json.dumps({"s": start + top}).encode()).decode().rstrip("=")
+                params = {"api-version": request.query_params["api-version"], "$skiptoken": skip}
+                if top_param not in (None, ""):
+                    params["$top"] = str(top)
+                body["nextLink"] = f"{str(request.base_url).rstrip('/')}/api/devices?{urlencode(params)}"
             return _json(body)
 
         async def get_device(request: Request) -> Response:

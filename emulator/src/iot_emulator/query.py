@@ -7,7 +7,9 @@ Supported (case-insensitive keywords)::
 Conditions: ``=``, ``!=``, ``<>``, ``<``, ``>``, ``<=``, ``>=``, ``[NOT] IN [..]`` (or ``(..)``),
 ``AND``, ``OR``, ``NOT``, parentheses, and the functions ``array_contains(path, value)``,
 ``is_defined(path)``, ``is_null(path)``, ``startswith(path, 'x')``, ``endswith(path, 'x')``.
-Literals: single- or double-quoted strings, numbers, ``true``, ``false``, ``null``.
+Literals: single- or double-quoted strings with the documented escapes ``\\'``, ``\\"`` and ``\\\\`` (a doubled
+quote is not an escape: ``'it''s'`` is refused), numbers, ``true``, ``false``, ``null``.
+Property names that are reserved words (``group``, ``select``, ``count``, ...) must be escaped as ``[[group]]``.
 Anything else is a 400 ``ArgumentInvalid``, as the service rejects a query it cannot parse.
 """
 
@@ -22,7 +24,8 @@ from .errors import bad_request
 _TOKEN = re.compile(
     r"""
     \s*(?:
-      (?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")
+      (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+    | (?P<escaped>\[\[[^\[\]]+\]\])
     | (?P<num>-?\d+(?:\.\d+)?)
     | (?P<op><>|!=|<=|>=|=|<|>)
     | (?P<punct>[(),\[\]*.])
@@ -32,6 +35,28 @@ _TOKEN = re.compile(
 )
 
 _UNDEFINED = object()
+_ESCAPES = {"\\'": "'", '\\"': '"', "\\\\": "\\"}
+# The query language's reserved words (the same engine's list as Azure Digital Twins' query reference): as a
+# property name they must be escaped with [[ ]].
+RESERVED = frozenset("""ALL AND AS ASC AVG BY COUNT DESC DEVICES_JOBS DEVICES_MODULES DEVICES ENDS_WITH FALSE FROM
+GROUP IN IS_BOOL IS_DEFINED IS_NULL IS_NUMBER IS_OBJECT IS_PRIMITIVE IS_STRING MAX MIN NOT NOT_IN NULL OR ORDER
+SELECT STARTS_WITH SUM TOP TRUE WHERE""".split())
+
+
+def _unescape(raw: str, pos: int) -> str:
+    out, i = [], 1
+    while i < len(raw) - 1:
+        if raw[i] == "\\":
+            pair = raw[i:i + 2]
+            if pair not in _ESCAPES:
+                raise bad_request(f"Syntax error in query at position {pos + i}: unknown escape {pair!r} "
+                                  "(use \\\' \\\" or \\\\)")
+            out.append(_ESCAPES[pair])
+            i += 2
+        else:
+            out.append(raw[i])
+            i += 1
+    return "".join(out)
 
 
 @dataclass
@@ -53,8 +78,9 @@ def tokenize(text: str) -> list[Token]:
         kind = m.lastgroup
         raw = m.group(kind)
         if kind == "str":
-            q = raw[0]
-            out.append(Token("str", raw[1:-1].replace(q + q, q), raw))
+            out.append(Token("str", _unescape(raw, m.start(kind)), raw))
+        elif kind == "escaped":
+            out.append(Token("ident", raw[2:-2], raw))
         elif kind == "num":
             out.append(Token("num", float(raw) if "." in raw else int(raw), raw))
         else:
@@ -129,17 +155,20 @@ class _Parser:
             t = self.peek()
             raise bad_request(f"Syntax error in query: expected {p!r} near {t.text if t else 'end of query'!r}")
 
-    def ident(self) -> str:
+    def ident(self, property_name: bool = False) -> str:
         t = self.peek()
         if t is None or t.kind != "ident":
             raise bad_request(f"Syntax error in query: expected a name near {t.text if t else 'end of query'!r}")
+        if property_name and not t.text.startswith("[[") and t.value.upper() in RESERVED:
+            raise bad_request(f"Syntax error in query: {t.value!r} is a reserved word; as a property name, escape "
+                              f"it as [[{t.value}]]")
         self.i += 1
         return t.value
 
-    def path(self) -> list[str]:
-        parts = [self.ident()]
+    def path(self, property_name: bool = True) -> list[str]:
+        parts = [self.ident(property_name)]
         while self.punct("."):
-            parts.append(self.ident())
+            parts.append(self.ident(property_name))
         return parts
 
     # query := SELECT list FROM source [WHERE expr]
@@ -163,16 +192,16 @@ class _Parser:
                     p = self.path()
                     alias = p[-1]
                     if self.kw("AS"):
-                        alias = self.ident()
+                        alias = self.ident(property_name=True)
                     select.append(("path", p, alias))
                 if not self.punct(","):
                     break
             if any(s[0] == "count" for s in select) and len(select) > 1:
                 raise bad_request("COUNT() cannot be combined with other projections in this query")
         self.expect_kw("FROM")
-        source = ".".join(self.path()).lower()
-        if source != "devices":
-            raise bad_request(f"Query source {source!r} is not supported; use FROM devices")
+        source = ".".join(self.path(property_name=False)).lower()
+        if source not in ("devices", "devices.modules"):
+            raise bad_request(f"Query source {source!r} is not supported; use FROM devices or FROM devices.modules")
         where = None
         if self.kw("WHERE"):
             where = self.expr()

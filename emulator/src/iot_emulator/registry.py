@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any
 
 from . import query as _query
+from . import twins as _twins
 from .errors import ApiError, bad_request, not_found, precondition_failed
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")  # §6, C# s_deviceIdRegex
@@ -29,8 +30,8 @@ EDGE_SCOPE_PREFIX = "ms-azure-iot-edge://"  # §5
 NEVER = "0001-01-01T00:00:00Z"  # §1.3
 MAX_EDGE_DEPTH = 5  # §5, IoT Edge limits (registry enforcement is a CHOICE)
 MAX_BULK = 100  # §4
-MAX_PAGE = 1000  # §11.8: maximum page size unconfirmed; CHOICE
-DEFAULT_PAGE = 100  # CHOICE
+DEFAULT_PAGE = 100  # iot-api-2.md §7: "a page size (up to 100)" (2018 docs); --max-page-size changes it
+MAX_QUERY_CHARS = 8192  # a query's maximum length
 STATUS_REASON_MAX = 128  # §6 (enforcement is a CHOICE)
 AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
 IMPORT_MODES = (
@@ -101,42 +102,6 @@ def _validate_thumbprint(name: str, value: Any) -> str | None:
     return value
 
 
-def _merge_patch(target: dict, patch: dict) -> dict:
-    """RFC 7386 JSON merge patch (twin PATCH semantics: null removes a key)."""
-    out = dict(target)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge_patch(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _strip_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
-    return value
-
-
-def _check_twin_doc(name: str, value: Any) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise bad_request(f"{name} must be a JSON object")
-    def walk(v, depth):
-        if depth > 10:  # PropertyContainer: "The maximum depth of the object is 10"
-            raise bad_request(f"{name} is nested deeper than 10 levels")
-        if isinstance(v, dict):
-            for k, sub in v.items():
-                if not k or k.startswith("$") or "." in k or " " in k or any(ord(c) < 32 for c in k):
-                    raise bad_request(f"{name} key {k!r} is not allowed: keys exclude '.', '$', space and control characters")
-                walk(sub, depth + 1)
-    walk(value, 1)
-    return value
-
-
 class QueryIndex:
     """The query store: eventually consistent with the registry (§3.2).
 
@@ -182,10 +147,16 @@ class Registry:
         self.devices: dict[str, dict] = {}
         self.twins: dict[str, dict] = {}
         self.modules: dict[str, dict[str, dict]] = {}
+        self.module_twins: dict[str, dict[str, dict]] = {}  # device id -> module id -> twin record
+        self.module_index = QueryIndex(query_lag_s)  # "deviceId/moduleId" -> module twin doc (devices.modules)
+        self.module_missing_device_status = 404  # knob: a PEER saw 401 for module calls on a missing device
+        self.edge_content: dict[str, dict] = {}  # device id -> the modulesContent last applied to it
         self.counters: dict[str, int] = {}
         self.index = QueryIndex(query_lag_s)
         self._scope_owner: dict[str, str] = {}  # edge deviceScope -> device id
         self.refusals: dict[str, dict] = {}  # test knob (/_emulator/refuse): device id -> forced error
+        self.bulk_twin_mode = "replace"  # --bulk-twin-mode: how bulk updateTwin applies tags / desired (§9.1)
+        self.max_page_size = DEFAULT_PAGE  # --max-page-size
 
     # ------------------------------------------------------------------ state
     def _refused(self, device_id: str) -> None:
@@ -202,25 +173,33 @@ class Registry:
         self.devices.clear()
         self.twins.clear()
         self.modules.clear()
+        self.module_twins.clear()
+        self.module_index.clear()
+        self.edge_content.clear()
         self.counters.clear()
         self.index.clear()
         self._scope_owner.clear()
 
     def dump(self) -> dict:
-        return {"devices": self.devices, "twins": self.twins, "modules": self.modules, "counters": self.counters}
+        return {"devices": self.devices, "twins": self.twins, "modules": self.modules, "counters": self.counters,
+                "module_twins": self.module_twins}
 
     def load(self, data: dict) -> None:
         self.reset()
         self.devices.update(data.get("devices", {}))
         self.twins.update(data.get("twins", {}))
         self.modules.update(data.get("modules", {}))
+        self.module_twins.update(data.get("module_twins", {}))
         self.counters.update(data.get("counters", {}))
         now = time.time()
         for device_id, dev in self.devices.items():
             if dev["capabilities"]["iotEdge"] and dev.get("deviceScope"):
                 self._scope_owner[dev["deviceScope"]] = device_id
             self.index.visible[device_id] = self._twin_doc(device_id)
+            for module_id in self.modules.get(device_id, {}):
+                self.module_index.visible[f"{device_id}/{module_id}"] = self.module_twin_doc(device_id, module_id)
         self.index._sorted = None
+        self.module_index._sorted = None
         _ = now
 
     # ------------------------------------------------------------- helpers
@@ -364,21 +343,27 @@ class Registry:
                     raise ApiError(400, "InvalidDeviceScope",
                                    f"Device {device_id!r} still has {len(kids)} child device(s); move or remove "
                                    "them before turning off iotEdge")
+                if sent_scope == existing["deviceScope"]:
+                    # Recorded: `az iot hub device-identity update --ee false` sends the device back with its own
+                    # scope, and Microsoft's live test expects success.  CHOICE: the device keeps its parent, whose
+                    # scope (its former parentScopes[0]) becomes its deviceScope as a leaf.
+                    sent_scope = (existing.get("parentScopes") or [""])[0]
             scope = sent_scope
             # A leaf's parentScopes is derived from its deviceScope; client values are ignored (§5a).
             parent_scopes = [scope] if scope else []
 
-        # Validate the parent reference when it changes.  CHOICE: the scope must name an existing edge
-        # device; an unchanged (possibly stale) scope may be echoed back.
+        # Validate the parent reference when it changes.  An edge device's parent: CHOICE, the scope must name an
+        # existing edge device, with no cycle and at most five edge layers.  A leaf's deviceScope that names no
+        # edge device is accepted, as recorded (§11.4: bulk create with an arbitrary scope on a non-edge device).
         parent = parent_scopes[0] if parent_scopes else ""
         old_parent = ((existing or {}).get("parentScopes") or [""])[0] if existing else ""
         if parent and parent != old_parent:
             owner = self._scope_owner.get(parent)
-            if owner is None:
-                raise ApiError(400, "InvalidDeviceScope", f"Scope {parent!r} does not belong to an edge device")
             if owner == device_id:
                 raise ApiError(400, "InvalidDeviceScope", "A device cannot be its own parent")
             if edge:
+                if owner is None:
+                    raise ApiError(400, "InvalidDeviceScope", f"Scope {parent!r} does not belong to an edge device")
                 if device_id in self._ancestors(parent):
                     raise ApiError(400, "InvalidDeviceScope",
                                    f"Setting parent {owner!r} on {device_id!r} would create a cycle")
@@ -423,6 +408,7 @@ class Registry:
             for mid in ("$edgeAgent", "$edgeHub"):  # §5: system modules of edge devices
                 if mid not in mods:
                     mods[mid] = self._new_module(device_id, mid, now)
+                    self._new_module_twin(device_id, mid)
         if device_id not in self.twins:
             self.twins[device_id] = {"tags": {}, "desired": {}, "reported": {}, "version": 1,
                                      "desired_version": 1, "reported_version": 1, "etag": 1,
@@ -431,15 +417,52 @@ class Registry:
         return record
 
     def _new_module(self, device_id: str, module_id: str, now: float) -> dict:
+        """A system module of an edge device: managedBy iotEdge, authentication none (iot-api-2.md §1.3)."""
         return {
             "moduleId": module_id, "managedBy": "iotEdge", "deviceId": device_id,
-            "generationId": dotnet_ticks(now), "etag": etag_of(self.rng.randint(1, 10**9)),
+            "generationId": dotnet_ticks(now), "etag": etag_of(self._next_module_counter()),
             "connectionState": "Disconnected", "connectionStateUpdatedTime": NEVER,
             "lastActivityTime": NEVER, "cloudToDeviceMessageCount": 0,
-            "authentication": {"symmetricKey": {"primaryKey": new_key(), "secondaryKey": new_key()},
+            "authentication": {"symmetricKey": {"primaryKey": None, "secondaryKey": None},
                                "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
-                               "type": "sas"},
+                               "type": "none"},
         }
+
+    def _next_module_counter(self) -> int:
+        return self.rng.randint(100_000_000, 899_999_999)
+
+    def _new_module_twin(self, device_id: str, module_id: str) -> None:
+        # A new module twin: version 2, desired and reported $version 1, $lastUpdated never (recorded §1.4).
+        self.module_twins.setdefault(device_id, {})[module_id] = {
+            "tags": {}, "desired": {}, "reported": {}, "version": 2, "desired_version": 1, "reported_version": 1,
+            "etag": 1, "updated": NEVER}
+        self._publish_module(device_id, module_id)
+
+    def _publish_module(self, device_id: str, module_id: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        exists = module_id in self.modules.get(device_id, {})
+        self.module_index.record(f"{device_id}/{module_id}",
+                                 self.module_twin_doc(device_id, module_id) if exists else None, at)
+
+    def module_twin_doc(self, device_id: str, module_id: str) -> dict:
+        mod = self.modules[device_id][module_id]
+        tw = self.module_twins[device_id][module_id]
+
+        def props(kind: str) -> dict:
+            out = copy.deepcopy(tw[kind])
+            out["$metadata"] = {"$lastUpdated": tw["updated"]}
+            out["$version"] = tw[f"{kind}_version"]
+            return out
+        doc = {"deviceId": device_id, "moduleId": module_id, "etag": twin_etag_of(tw["etag"]),
+               "deviceEtag": mod["etag"], "status": "enabled", "statusUpdateTime": NEVER,
+               "connectionState": mod["connectionState"], "lastActivityTime": mod["lastActivityTime"],
+               "cloudToDeviceMessageCount": mod["cloudToDeviceMessageCount"],
+               "authenticationType": mod["authentication"]["type"],
+               "x509Thumbprint": copy.deepcopy(mod["authentication"]["x509Thumbprint"]),
+               "version": tw["version"], "properties": {"desired": props("desired"), "reported": props("reported")}}
+        if tw["tags"]:
+            doc["tags"] = copy.deepcopy(tw["tags"])
+        return doc
 
     @staticmethod
     def render(record: dict, for_get: bool) -> dict:
@@ -492,7 +515,10 @@ class Registry:
         if dev["capabilities"]["iotEdge"] and dev.get("deviceScope"):
             self._scope_owner.pop(dev["deviceScope"], None)
         self.twins.pop(device_id, None)
-        self.modules.pop(device_id, None)
+        mods = self.modules.pop(device_id, None) or {}
+        self.module_twins.pop(device_id, None)
+        for module_id in mods:
+            self._publish_module(device_id, module_id)
         self._publish(device_id)
 
     def list(self, top: int | None) -> list[dict]:
@@ -500,6 +526,28 @@ class Registry:
             top = 1000  # §3.1: "Any value outside the range of 1-1000 is considered to be 1000."
         ids = sorted(self.devices)[:top]
         return [self.render(self.devices[d], for_get=True) for d in ids]
+
+    def regenerate_keys(self, ids: list, which: tuple) -> tuple[list, list]:
+        """POST /devices/keys/regenerate: new symmetric keys for SAS devices (the others are errors)."""
+        rotated, errors = [], []
+        now = time.time()
+        for did in ids:
+            dev = self.devices.get(did) if isinstance(did, str) else None
+            if dev is None:
+                errors.append({"id": did, "errorCode": "DeviceNotFound", "errorStatus": f"Device {did!r} not found"})
+                continue
+            if dev["authentication"]["type"] != "sas":
+                errors.append({"id": did, "errorCode": "InvalidAuthenticationType",
+                               "errorStatus": f"Device {did!r} does not use symmetric keys"})
+                continue
+            record = copy.deepcopy(dev)
+            for k in which:
+                record["authentication"]["symmetricKey"][k] = new_key()
+            stored = self._store(record, dev, now)
+            keys = stored["authentication"]["symmetricKey"]
+            rotated.append({"id": did, "primaryKey": keys["primaryKey"], "secondaryKey": keys["secondaryKey"],
+                            "etag": stored["etag"]})
+        return rotated, errors
 
     # ------------------------------------------------------------- modules
     def list_modules(self, device_id: str) -> list[dict]:
@@ -556,35 +604,34 @@ class Registry:
             raise not_found(device_id)
         return self._twin_doc(device_id)
 
-    def update_twin(self, device_id: str, body: Any, if_match: str | None, replace: bool) -> dict:
+    def update_twin(self, device_id: str, body: Any, if_match: str | None, mode: str) -> dict:
+        """PATCH (mode "patch", a merge) or PUT (mode "replace") of a device twin (§6.1, §6.2).  The body may be
+        a whole twin as read: read-only fields are ignored (recorded)."""
         if device_id not in self.devices:
             raise not_found(device_id)
         if not isinstance(body, dict):
             raise bad_request("The twin patch must be a JSON object", code="IotHubFormatError")
         tw = self.twins[device_id]
         if if_match and not is_wildcard(if_match) and not etag_matches(if_match, twin_etag_of(tw["etag"])):
-            raise precondition_failed()
+            raise ApiError(412, "PreconditionFailed", f"ETag mismatch for device ID '{device_id}'")
         tags = body.get("tags")
-        desired = (body.get("properties") or {}).get("desired")
-        self._apply_twin(device_id, tags, desired, replace)
+        desired = _twins.desired_of(body.get("properties"))
+        if mode == "replace":  # PUT replaces both sections: an absent one becomes empty
+            tags, desired = tags if tags is not None else {}, desired if desired is not None else {}
+        self._apply_twin(device_id, tags, desired, mode)
         return self._twin_doc(device_id)
 
-    def _apply_twin(self, device_id: str, tags: Any, desired: Any, replace: bool) -> None:
+    def _apply_twin(self, device_id: str, tags: Any, desired: Any, mode: str) -> None:
         tw = self.twins[device_id]
+        new_tags, new_desired = _twins.new_sections(tw["tags"], tw["desired"], tags, desired, mode)
         changed = False
-        if tags is not None or replace:
-            _check_twin_doc("tags", tags)
-            new_tags = _strip_nulls(copy.deepcopy(tags or {})) if replace else _merge_patch(tw["tags"], tags)
-            if new_tags != tw["tags"]:
-                tw["tags"] = new_tags
-                changed = True
-        if desired is not None or replace:
-            _check_twin_doc("properties.desired", desired)
-            new = _strip_nulls(copy.deepcopy(desired or {})) if replace else _merge_patch(tw["desired"], desired)
-            if new != tw["desired"]:
-                tw["desired"] = new
-                tw["desired_version"] += 1
-                changed = True
+        if new_tags != tw["tags"]:
+            tw["tags"] = new_tags
+            changed = True
+        if new_desired != tw["desired"]:
+            tw["desired"] = new_desired
+            tw["desired_version"] += 1
+            changed = True
         if changed:
             tw["version"] += 1
             tw["etag"] += 1
@@ -602,15 +649,16 @@ class Registry:
             # TooManyDevices = 413002: first three digits are the HTTP status (§2.3; status unconfirmed §11.7)
             raise ApiError(413, "TooManyDevices",
                            f"Too many devices were included in the bulk operation: {len(entries)}, the maximum is {MAX_BULK}")
-        seen: set[str] = set()
+        seen: set = set()
         repeated: list[str] = []
         for e in entries:
             did = e.get("id") if isinstance(e, dict) else None
             if not isinstance(did, str) or not did:
                 raise bad_request("Every bulk entry needs an id", code="ArgumentNull")
-            if did in seen and did not in repeated:
+            key = (did, e.get("moduleId") or None)  # module entries name their device in id (recorded)
+            if key in seen and did not in repeated:
                 repeated.append(did)
-            seen.add(did)
+            seen.add(key)
         if repeated:
             # The swagger types a bulk 400 as BulkRegistryOperationResult and lists DeviceDefinedMultipleTimes
             # among its per-device codes.  CHOICE: the whole request is refused and nothing is applied.
@@ -625,7 +673,7 @@ class Registry:
                 written += 1
             except ApiError as err:
                 errors.append({"deviceId": e["id"], "errorCode": err.code, "errorStatus": err.message,
-                               "moduleId": None, "operation": e.get("importMode")})
+                               "moduleId": e.get("moduleId"), "operation": e.get("importMode")})
         result = {"isSuccessful": not errors, "errors": errors, "warnings": []}
         return (200 if not errors else 400), result, written
 
@@ -635,9 +683,11 @@ class Registry:
         if mode not in IMPORT_MODES:
             # §4: the 2021-04-12 swagger's seven modes; createOrUpdate is documented for import jobs only.
             raise bad_request(f"importMode {mode!r} is not supported: use one of {', '.join(IMPORT_MODES)}")
-        if e.get("moduleId"):
-            raise bad_request("Module entries are not supported by this emulator's bulk endpoint")
         self.check_id(did)
+        if e.get("moduleId"):
+            from .modules import bulk_module_entry  # modules.py builds on this store
+            bulk_module_entry(self, e)
+            return
         self._refused(did)
         existing = self.devices.get(did)
         now = time.time()
@@ -647,19 +697,23 @@ class Registry:
         if mode in ("delete", "deleteIfMatchETag"):
             if existing is None:
                 raise not_found(did)
-            if mode == "deleteIfMatchETag" and not etag_matches(e.get("eTag") or "", existing["etag"]):
+            # Recorded (§1.5, §9.14): deleteIfMatchETag without an eTag deleted the device.
+            if mode == "deleteIfMatchETag" and e.get("eTag") not in (None, "") \
+                    and not etag_matches(e["eTag"], existing["etag"]):
                 raise ApiError(412, "PreconditionFailed", f"ETag mismatch for device {did}")
             self._remove(did)
             return
+        twin_mode = "patch" if self.bulk_twin_mode == "merge" else "replace"
+        tags = e.get("tags")
+        desired = _twins.desired_of(props)
         if mode in ("updateTwin", "updateTwinIfMatchETag"):
             if existing is None:
                 raise not_found(did)
             if mode == "updateTwinIfMatchETag" and not etag_matches(e.get("twinETag") or "",
                                                                       twin_etag_of(self.twins[did]["etag"])):
                 raise ApiError(412, "PreconditionFailed", f"Twin ETag mismatch for device {did}")
-            _check_twin_doc("tags", e.get("tags"))
-            _check_twin_doc("properties.desired", props.get("desired"))
-            self._apply_twin(did, e.get("tags"), props.get("desired"), replace=False)
+            # Whether updateTwin merges or replaces is not documented (§3.5, §9.1): --bulk-twin-mode plays either.
+            self._apply_twin(did, tags, desired, twin_mode)
             return
         if mode == "create" and existing is not None:
             raise ApiError(409, "DeviceAlreadyExists", f"A device with ID '{did}' is already registered.")
@@ -669,22 +723,24 @@ class Registry:
             raise ApiError(412, "PreconditionFailed", f"ETag mismatch for device {did}")
         body = {k: v for k, v in e.items() if k not in ("id", "eTag", "importMode", "twinETag", "tags", "properties")}
         body["deviceId"] = did
-        tags = _check_twin_doc("tags", e.get("tags")) if e.get("tags") is not None else None
-        desired = props.get("desired")
-        if desired is not None:
-            _check_twin_doc("properties.desired", desired)
+        current = self.twins.get(did) or {"tags": {}, "desired": {}}
+        _twins.new_sections(current["tags"], current["desired"], tags, desired, twin_mode)  # validate before writing
         record = self._build_identity(did, body, existing, now)
         self._store(record, existing, now)
-        # CHOICE: twin content in a create/update entry is merged like a twin PATCH.
+        # Twin data in an identity entry: documented for the create modes only; CHOICE: applied like updateTwin.
         if tags is not None or desired is not None:
-            self._apply_twin(did, tags, desired, replace=False)
+            self._apply_twin(did, tags, desired, twin_mode)
 
     # --------------------------------------------------------------- query
     def query(self, text: Any, max_items: int | None, continuation: str | None) -> tuple[list, str | None, str]:
         """POST /devices/query (§3.2).  Returns (items, next continuation or None, item type)."""
+        if isinstance(text, str) and len(text) > MAX_QUERY_CHARS:
+            raise bad_request(f"The query is {len(text)} characters long; the maximum is {MAX_QUERY_CHARS}")
         q = _query.parse(text)
-        self.index.settle(time.time())
-        page = DEFAULT_PAGE if not max_items or max_items < 1 else min(max_items, MAX_PAGE)
+        index = self.module_index if q.source == "devices.modules" else self.index
+        index.settle(time.time())
+        # §7: clamp to 1..max page size; a missing or invalid value means the maximum, never a 4xx.
+        page = self.max_page_size if not max_items or max_items < 1 else min(max_items, self.max_page_size)
         qhash = hashlib.sha256(text.encode()).hexdigest()[:12]
         after = None
         if continuation:
@@ -695,9 +751,9 @@ class Registry:
                 after = state["after"]
             except (ValueError, KeyError, TypeError, binascii.Error):
                 raise bad_request("The continuation token is invalid for this query") from None
-        ids = self.index.ordered_ids()
+        ids = index.ordered_ids()
         if q.is_count:
-            n = sum(1 for d in ids if q.where is None or q.where(self.index.visible[d]))
+            n = sum(1 for d in ids if q.where is None or q.where(index.visible[d]))
             return [{q.select[0][2]: n}], None, "Raw"
         start = 0
         if after is not None:
@@ -706,12 +762,12 @@ class Registry:
         items, last = [], None
         i = start
         while i < len(ids) and len(items) < page:
-            doc = self.index.visible[ids[i]]
+            doc = index.visible[ids[i]]
             if q.where is None or q.where(doc):
                 items.append(q.project(copy.deepcopy(doc)))
                 last = ids[i]
             i += 1
-        more = i < len(ids) and any(q.where is None or q.where(self.index.visible[d]) for d in ids[i:])
+        more = i < len(ids) and any(q.where is None or q.where(index.visible[d]) for d in ids[i:])
         token = None
         if more and last is not None:
             token = base64.urlsafe_b64encode(json.dumps({"q": qhash, "after": last}).encode()).decode()

@@ -1,0 +1,262 @@
+"""Module identities and module twins: ``/devices/{id}/modules[/{moduleId}]`` and ``/twins/{id}/modules/{moduleId}``
+(iot-api-2.md §1).
+
+Recorded rules: create answers 200 (not the 201 the spec also lists), module responses carry no ETag header, the
+module etag is the same +1 counter scheme as devices, ``$``-prefixed ids are refused with 400 ArgumentInvalid,
+PUT is a full replace (an omitted ``managedBy`` is cleared, omitted or empty keys are regenerated, ``none`` is
+coerced to ``sas``), an existing module without If-Match is 409 ModuleAlreadyExistsOnDevice, DELETE without
+If-Match is 412 "Etag missing", a missing module twin is 404 DeviceNotFound."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import twins as _twins
+from .errors import ApiError, bad_request, not_found
+from .registry import (
+    DEVICE_ID_RE,
+    NEVER,
+    dotnet_ticks,
+    etag_matches,
+    etag_of,
+    is_wildcard,
+    new_key,
+    now_iso,
+    twin_etag_of,
+    _validate_key,
+    _validate_thumbprint,
+)
+
+AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
+
+
+def _device(reg, device_id: str) -> dict:
+    dev = reg.devices.get(device_id)
+    if dev is None:
+        if reg.module_missing_device_status == 401:  # a PEER saw 401 IotHubUnauthorizedAccess under SAS auth
+            raise ApiError(401, "IotHubUnauthorizedAccess", "Unauthorized")
+        raise not_found(device_id)
+    return dev
+
+
+def _module(reg, device_id: str, module_id: str) -> dict | None:
+    _device(reg, device_id)
+    return reg.modules.get(device_id, {}).get(module_id)
+
+
+def check_module_id(module_id: str) -> None:
+    if module_id.startswith("$"):
+        raise bad_request(f"Module id {module_id!r}: ids starting with '$' are reserved for the IoT Edge runtime",
+                          code="ArgumentInvalid")
+    if not DEVICE_ID_RE.match(module_id or ""):
+        raise bad_request(f"Module id {module_id!r} is invalid")
+
+
+def _authentication(body: dict) -> dict:
+    auth = body.get("authentication") or {}
+    if not isinstance(auth, dict):
+        raise bad_request("authentication must be an object")
+    auth_type = auth.get("type") or "sas"
+    if auth_type not in AUTH_TYPES:
+        raise bad_request(f"authentication.type {auth_type!r} is invalid")
+    if auth_type == "none":
+        auth_type = "sas"  # PEER: coerced to sas for modules
+    sym = auth.get("symmetricKey") or {}
+    x509 = auth.get("x509Thumbprint") or {}
+    pk, sk = _validate_key("primaryKey", sym.get("primaryKey")), _validate_key("secondaryKey", sym.get("secondaryKey"))
+    ptp = _validate_thumbprint("primaryThumbprint", x509.get("primaryThumbprint"))
+    stp = _validate_thumbprint("secondaryThumbprint", x509.get("secondaryThumbprint"))
+    if auth_type == "sas":
+        if ptp or stp:
+            raise bad_request("A module with authentication type sas cannot have x509 thumbprints")
+        pk, sk = pk or new_key(), sk or new_key()
+    elif auth_type == "selfSigned":
+        if pk or sk:
+            raise bad_request("A module with authentication type selfSigned cannot have symmetric keys")
+        if not ptp:
+            raise bad_request("A selfSigned module needs x509Thumbprint.primaryThumbprint")
+    elif pk or sk or ptp or stp:
+        raise bad_request(f"A module with authentication type {auth_type} cannot have keys or thumbprints")
+    return {"symmetricKey": {"primaryKey": pk, "secondaryKey": sk},
+            "x509Thumbprint": {"primaryThumbprint": ptp, "secondaryThumbprint": stp}, "type": auth_type}
+
+
+def put_module(reg, device_id: str, module_id: str, body: Any, if_match: str | None) -> dict:
+    check_module_id(module_id)
+    existing = _module(reg, device_id, module_id)
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object", code="IotHubFormatError")
+    for key, path_value in (("moduleId", module_id), ("deviceId", device_id)):
+        if body.get(key) not in (None, "", path_value):
+            raise bad_request(f"{key} {body[key]!r} in the body does not match the request path")
+    create_only = if_match is None or if_match.strip() in ("", '""')
+    if create_only and existing is not None:
+        raise ApiError(409, "ModuleAlreadyExistsOnDevice",
+                       f"A module with ID '{module_id}' is already registered on device '{device_id}'.")
+    if not create_only:
+        if existing is None:
+            raise ApiError(404, "ModuleNotFound", f"{device_id}/{module_id}")
+        if not is_wildcard(if_match) and not etag_matches(if_match, existing["etag"]):
+            raise ApiError(412, "PreconditionFailed", "PreconditionFailed")
+    managed_by = body.get("managedBy")
+    if managed_by is not None and not isinstance(managed_by, str):
+        raise bad_request("managedBy must be a string")
+    now = time.time()
+    counter = reg.counters.get(f"{device_id}/{module_id}", reg._next_module_counter()) + 1
+    reg.counters[f"{device_id}/{module_id}"] = counter
+    record = {
+        "moduleId": module_id, "managedBy": managed_by, "deviceId": device_id,
+        "generationId": existing["generationId"] if existing else dotnet_ticks(now), "etag": etag_of(counter),
+        "connectionState": existing["connectionState"] if existing else "Disconnected",
+        "connectionStateUpdatedTime": existing["connectionStateUpdatedTime"] if existing else NEVER,
+        "lastActivityTime": existing["lastActivityTime"] if existing else NEVER,
+        "cloudToDeviceMessageCount": existing["cloudToDeviceMessageCount"] if existing else 0,
+        "authentication": _authentication(body),
+    }
+    reg.modules.setdefault(device_id, {})[module_id] = record
+    if existing is None:
+        reg._new_module_twin(device_id, module_id)
+    else:
+        reg._publish_module(device_id, module_id, now)
+    return copy.deepcopy(record)
+
+
+def delete_module(reg, device_id: str, module_id: str, if_match: str | None) -> None:
+    if module_id.startswith("$"):
+        raise bad_request(f"Module {module_id!r} belongs to the IoT Edge runtime and cannot be deleted")
+    existing = _module(reg, device_id, module_id)
+    if existing is None:
+        raise ApiError(404, "ModuleNotFound", f"{device_id}/{module_id}")
+    if if_match is None or not if_match.strip():
+        raise ApiError(412, "PreconditionFailed", "Etag missing")  # PEER; the spec marks If-Match optional
+    if not is_wildcard(if_match) and not etag_matches(if_match, existing["etag"]):
+        raise ApiError(412, "PreconditionFailed", "PreconditionFailed")
+    del reg.modules[device_id][module_id]
+    reg.module_twins.get(device_id, {}).pop(module_id, None)
+    reg._publish_module(device_id, module_id)
+
+
+def get_module_twin(reg, device_id: str, module_id: str) -> dict:
+    if device_id not in reg.devices or module_id not in reg.modules.get(device_id, {}):
+        raise not_found(device_id)  # a missing module twin is DeviceNotFound (PEER)
+    return reg.module_twin_doc(device_id, module_id)
+
+
+def update_module_twin(reg, device_id: str, module_id: str, body: Any, if_match: str | None, mode: str) -> dict:
+    get_module_twin(reg, device_id, module_id)
+    if not isinstance(body, dict):
+        raise bad_request("The twin patch must be a JSON object", code="IotHubFormatError")
+    tw = reg.module_twins[device_id][module_id]
+    if if_match and not is_wildcard(if_match) and not etag_matches(if_match, twin_etag_of(tw["etag"])):
+        raise ApiError(412, "PreconditionFailed", f"ETag mismatch for device ID '{device_id}'")
+    tags, desired = body.get("tags"), _twins.desired_of(body.get("properties"))
+    if mode == "replace":
+        tags, desired = tags if tags is not None else {}, desired if desired is not None else {}
+    apply_module_twin(reg, device_id, module_id, tags, desired, mode)
+    return reg.module_twin_doc(device_id, module_id)
+
+
+def apply_module_twin(reg, device_id: str, module_id: str, tags: Any, desired: Any, mode: str) -> None:
+    tw = reg.module_twins[device_id][module_id]
+    new_tags, new_desired = _twins.new_sections(tw["tags"], tw["desired"], tags, desired, mode)
+    changed = False
+    if new_tags != tw["tags"]:
+        tw["tags"], changed = new_tags, True
+    if new_desired != tw["desired"]:
+        tw["desired"], changed = new_desired, True
+        tw["desired_version"] += 1
+    if changed:
+        tw["version"] += 1
+        tw["etag"] += 1
+        tw["updated"] = now_iso()
+        reg._publish_module(device_id, module_id)
+
+
+def bulk_module_entry(reg, e: dict) -> None:
+    """A bulk entry with ``moduleId`` (recorded: create with desired properties applied at create)."""
+    did, mid, mode = e["id"], e["moduleId"], e.get("importMode")
+    twin_mode = "patch" if reg.bulk_twin_mode == "merge" else "replace"
+    tags, desired = e.get("tags"), _twins.desired_of(e.get("properties") or {})
+    existing = _module(reg, did, mid)
+    if mode in ("delete", "deleteIfMatchETag"):
+        if existing is None:
+            raise ApiError(404, "ModuleNotFound", f"{did}/{mid}")
+        delete_module(reg, did, mid, e.get("eTag") or "*")
+        return
+    if mode in ("updateTwin", "updateTwinIfMatchETag"):
+        if existing is None:
+            raise ApiError(404, "ModuleNotFound", f"{did}/{mid}")
+        tw = reg.module_twins[did][mid]
+        if mode == "updateTwinIfMatchETag" and not etag_matches(e.get("twinETag") or "", twin_etag_of(tw["etag"])):
+            raise ApiError(412, "PreconditionFailed", f"Twin ETag mismatch for module {did}/{mid}")
+        apply_module_twin(reg, did, mid, tags, desired, twin_mode)
+        return
+    if mode == "create" and existing is not None:
+        raise ApiError(409, "ModuleAlreadyExistsOnDevice", f"{did}/{mid}")
+    if mode in ("update", "updateIfMatchETag") and existing is None:
+        raise ApiError(404, "ModuleNotFound", f"{did}/{mid}")
+    if mode == "updateIfMatchETag" and not etag_matches(e.get("eTag") or "", existing["etag"]):
+        raise ApiError(412, "PreconditionFailed", f"ETag mismatch for module {did}/{mid}")
+    body = {k: v for k, v in e.items() if k in ("managedBy", "authentication")}
+    put_module(reg, did, mid, body, None if existing is None else "*")
+    if existing is None:
+        # Recorded: the initial desired properties are applied at create and desired $version stays 1.
+        new_tags, new_desired = _twins.new_sections({}, {}, tags, desired, "replace")
+        tw = reg.module_twins[did][mid]
+        tw["tags"], tw["desired"] = new_tags, new_desired
+        reg._publish_module(did, mid)
+    elif tags is not None or desired is not None:
+        apply_module_twin(reg, did, mid, tags, desired, twin_mode)
+
+
+def routes(emu) -> list:
+    reg = emu.registry
+
+    @emu.hub_route("/devices/{device_id}/modules", ["GET"], "modules")
+    async def modules(request: Request) -> Response:
+        emu.guard(request, "RegistryRead")
+        emu.stats.registry_reads += 1
+        did = request.path_params["device_id"]
+        _device(reg, did)
+        return emu.json(reg.list_modules(did))
+
+    @emu.hub_route("/devices/{device_id}/modules/{module_id}", ["GET", "PUT", "DELETE"], "module")
+    async def module(request: Request) -> Response:
+        did, mid = request.path_params["device_id"], request.path_params["module_id"]
+        if request.method == "GET":
+            emu.guard(request, "RegistryRead")
+            emu.stats.registry_reads += 1
+            if _module(reg, did, mid) is None:
+                raise ApiError(404, "ModuleNotFound", f"{did}/{mid}")
+            return emu.json(reg.get_module(did, mid))  # no ETag header on module responses (recorded)
+        emu.guard(request, "RegistryWrite")
+        emu.stats.registry_writes += 1
+        if request.method == "PUT":
+            body = await emu.read_json(request)
+            out = put_module(reg, did, mid, body, request.headers.get("if-match"))
+            emu.persist()
+            return emu.json(out)  # 200 on create too (recorded)
+        delete_module(reg, did, mid, request.headers.get("if-match"))
+        emu.persist()
+        return Response(status_code=204, headers={"Content-Length": "0"})
+
+    @emu.hub_route("/twins/{device_id}/modules/{module_id}", ["GET", "PATCH", "PUT"], "module_twin")
+    async def module_twin(request: Request) -> Response:
+        did, mid = request.path_params["device_id"], request.path_params["module_id"]
+        emu.guard(request, "ServiceConnect", kind=None)
+        if request.method == "GET":
+            emu.stats.twin_reads += 1
+            return emu.json(get_module_twin(reg, did, mid))
+        body = await emu.read_json(request)
+        doc = update_module_twin(reg, did, mid, body, request.headers.get("if-match"),
+                                 mode="replace" if request.method == "PUT" else "patch")
+        emu.stats.twin_writes += 1
+        emu.persist()
+        return emu.json(doc)
+
+    return [modules, module, module_twin]

@@ -1,0 +1,272 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: the configuration resource (automatic device management and IoT Edge deployments,
+``/configurations/{id}``) on the shared converge loop.
+
+Rules (iot-api-2.md §2.2-2.4): ids are lower case; ``content`` cannot change after creation (the service answers
+200 and keeps the old content, so a changed content is refused here, or deleted and re-created under the same id
+with ``recreate``); ``targetCondition``, ``labels``, ``priority`` and ``metrics`` are updated in place with a
+read-modify-write of the whole configuration and ``If-Match`` of the quoted etag; every update carries the
+content."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import (
+    BaseModel,
+    ConfigDict,
+    field_validator,
+    model_validator,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient, _q
+from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import (
+    ManifestError,
+    check_manifest,
+    compare_form,
+    send_form,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
+
+ID_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
+MAX_METRICS = 5
+CONTENT_KINDS = ("modulesContent", "deviceContent", "moduleContent")
+
+
+class ConfigurationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    state: str = "present"
+    labels: Optional[Dict[str, str]] = None
+    content: Optional[Dict[str, Any]] = None
+    target_condition: Optional[str] = None
+    priority: Optional[int] = None
+    metrics: Optional[Dict[str, str]] = None
+    recreate: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v):
+        if not ID_RE.match(v or ""):
+            raise ValueError(f"{v!r} is not a valid configuration id: up to 128 lower-case letters, digits and "
+                             "- + % _ * ! ' (IoT Hub: 'Configuration Id characters must be all lower-case')")
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v):
+        if v is not None and v < 0:
+            raise ValueError("must be 0 or more (the highest number wins)")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v):
+        if v is not None and len(v) > MAX_METRICS:
+            raise ValueError(f"{len(v)} custom metrics; IoT Hub allows {MAX_METRICS} per configuration")
+        return v
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v):
+        if v is None:
+            return None
+        if isinstance(v.get("content"), dict):
+            v = v["content"]
+        kinds = [k for k in CONTENT_KINDS if v.get(k)]
+        unknown = set(v) - set(CONTENT_KINDS)
+        if unknown or not kinds:
+            raise ValueError("must hold modulesContent (an IoT Edge deployment), deviceContent or moduleContent")
+        if "deviceContent" in kinds and "modulesContent" in kinds:
+            raise ValueError("deviceContent and modulesContent cannot be mixed in one configuration")
+        for kind in ("deviceContent", "moduleContent"):
+            for path in v.get(kind) or {}:
+                if not (path == "properties.desired" or path.startswith("properties.desired.")):
+                    raise ValueError(f"{kind}: path {path!r} must start with properties.desired")
+        modules = v.get("modulesContent")
+        if modules:
+            if "$edgeAgent" not in modules:
+                raise ValueError("modulesContent needs $edgeAgent")
+            layered = any(k != "properties.desired" for part in modules.values() if isinstance(part, dict) for k in part)
+            if not layered:  # a standard deployment is a whole manifest; a layered one sets dot paths
+                try:
+                    check_manifest(modules)
+                except ManifestError as exc:
+                    raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.state not in ("present", "absent"):
+            raise ValueError("state must be present or absent")
+        return self
+
+
+def _norm_content(content: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Content made comparable: a standard manifest's createOptions as JSON objects."""
+    if content is None:
+        return None
+    out = {}
+    for kind in CONTENT_KINDS:
+        part = content.get(kind)
+        if not part:
+            continue
+        if kind == "modulesContent":
+            out[kind] = {name: ({k: compare_form(name, d) if k == "properties.desired" else d for k, d in paths.items()}
+                                if isinstance(paths, dict) else paths) for name, paths in part.items()}
+        else:
+            out[kind] = part
+    return out
+
+
+def _send_content(content: Dict[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(content)
+    modules = out.get("modulesContent")
+    if modules and all(set(p) <= {"properties.desired"} for p in modules.values() if isinstance(p, dict)):
+        out["modulesContent"] = send_form(modules)
+    return out
+
+
+@dataclass
+class ConfigurationPlan:
+    id: str
+    action: str  # create | update | recreate | delete | none
+    changes: Dict[str, tuple] = field(default_factory=dict)
+    body: Optional[Dict[str, Any]] = None
+    etag: Optional[str] = None
+
+
+def plan_configuration(spec: ConfigurationSpec, current: Optional[Dict[str, Any]]) -> ConfigurationPlan:
+    """Desired + current -> create / update (in place) / recreate (content changed, with ``recreate``) / delete."""
+    etag = (current or {}).get("etag")
+    if spec.state == "absent":
+        return ConfigurationPlan(spec.id, "delete" if current else "none", {"state": ("present", "absent")} if current
+                                 else {}, None, etag)
+    wanted = {"labels": spec.labels, "target_condition": spec.target_condition, "priority": spec.priority,
+              "metrics": spec.metrics}
+    api = {"labels": "labels", "target_condition": "targetCondition", "priority": "priority"}
+    if current is None:
+        if spec.content is None:
+            raise PlanError(f"content: configuration {spec.id!r} does not exist; creating it needs content "
+                            "(or content_file)")
+        body = {"id": spec.id, "content": _send_content(spec.content),
+                "targetCondition": spec.target_condition or "*", "priority": spec.priority or 0,
+                "labels": spec.labels or {}, "metrics": {"queries": spec.metrics or {}}}
+        changes = {k: (None, v) for k, v in wanted.items() if v is not None}
+        changes["content"] = (None, "(new)")
+        return ConfigurationPlan(spec.id, "create", changes, body, None)
+    have = {"labels": current.get("labels") or {}, "target_condition": current.get("targetCondition"),
+            "priority": current.get("priority", 0), "metrics": (current.get("metrics") or {}).get("queries") or {}}
+    changes = {k: (have[k], v) for k, v in wanted.items() if v is not None and v != have[k]}
+    if spec.content is not None and _norm_content(spec.content) != _norm_content(current.get("content")):
+        if not spec.recreate:
+            raise PlanError(f"content: configuration {spec.id!r} has other content in the hub, and IoT Hub does not "
+                            "change a configuration's content after creation (an update would keep the old one). "
+                            "Use a new id (the usual way to roll out a deployment), or set recreate=true to delete "
+                            "and re-create it under the same id")
+        body = {"id": spec.id, "content": _send_content(spec.content),
+                "targetCondition": spec.target_condition or current.get("targetCondition") or "*",
+                "priority": spec.priority if spec.priority is not None else current.get("priority", 0),
+                "labels": spec.labels if spec.labels is not None else current.get("labels") or {},
+                "metrics": {"queries": spec.metrics if spec.metrics is not None else have["metrics"]}}
+        changes["content"] = ("(hub)", "(declared)")
+        return ConfigurationPlan(spec.id, "recreate", changes, body, etag)
+    if not changes:
+        return ConfigurationPlan(spec.id, "none", {}, None, etag)
+    body = {k: copy.deepcopy(v) for k, v in current.items() if k not in ("systemMetrics",)}
+    for key, (_old, new) in changes.items():
+        if key == "metrics":
+            body["metrics"] = {"queries": new}
+        else:
+            body[api[key]] = new
+    return ConfigurationPlan(spec.id, "update", changes, body, etag)
+
+
+class ConfigurationClient:
+    def __init__(self, client: IoTHubClient):
+        self.client = client
+        self.http = client.http
+
+    def get(self, cfg_id: str) -> Optional[Dict[str, Any]]:
+        r = self.http.request("GET", f"/configurations/{_q(cfg_id)}", safe=True, what=f"GET configuration {cfg_id!r}",
+                              right="RegistryRead")
+        self.client.counters.add(gets=1)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise error_from_response(r, f"GET configuration {cfg_id!r}")
+        return r.json()
+
+    def list(self):
+        r = self.http.request("GET", "/configurations", safe=True, what="list configurations", right="RegistryRead")
+        self.client.counters.add(gets=1)
+        if r.status_code != 200:
+            raise error_from_response(r, "list configurations")
+        return r.json()
+
+    def put(self, cfg_id: str, body: Dict[str, Any], etag: Optional[str]):
+        headers = {"If-Match": f'"{etag}"'} if etag else {}  # quoted: an unquoted etag is refused
+        r = self.http.request("PUT", f"/configurations/{_q(cfg_id)}", json_body=body, headers=headers, safe=True,
+                              what=f"{'update' if etag else 'create'} configuration {cfg_id!r}", right="RegistryWrite")
+        self.client.counters.add(writes=1)
+        return r
+
+    def delete(self, cfg_id: str, etag: str):
+        r = self.http.request("DELETE", f"/configurations/{_q(cfg_id)}", headers={"If-Match": f'"{etag}"'},
+                              safe=True, what=f"delete configuration {cfg_id!r}", right="RegistryWrite")
+        self.client.counters.add(writes=1)
+        return r
+
+
+class ConfigurationResource(Resource):
+    def __init__(self, client: IoTHubClient, spec: ConfigurationSpec):
+        self.api = ConfigurationClient(client)
+        self.spec = spec
+        self.label = f"configuration {spec.id!r}"
+
+    def read(self):
+        return self.api.get(self.spec.id)
+
+    def plan(self, current, pinned_etag):
+        plan = plan_configuration(self.spec, current)
+        if pinned_etag is not None and plan.etag is not None:
+            plan.etag = pinned_etag.strip('"')
+        return plan
+
+    def write(self, plan) -> Written:
+        landed = False
+        if plan.action in ("delete", "recreate"):
+            r = self.api.delete(plan.id, plan.etag)
+            if r.status_code not in (200, 204):
+                if r.status_code in (404, 412):
+                    return Written(False, None, r.status_code, maybe_applied(r))
+                raise error_from_response(r, f"delete configuration {plan.id!r}")
+            if plan.action == "delete":
+                return Written(True, None, r.status_code, maybe_applied(r))
+            landed = True
+        r = self.api.put(plan.id, plan.body, plan.etag if plan.action == "update" else None)
+        if r.status_code in (200, 201):
+            return Written(True, r.json(), r.status_code, maybe_applied(r), landed=landed)
+        if r.status_code in (404, 409, 412):
+            return Written(False, None, r.status_code, maybe_applied(r), landed=landed)
+        raise error_from_response(r, f"{plan.action} configuration {plan.id!r}")
+
+    def predict(self, current, plan):
+        if plan.action == "delete":
+            return None
+        out = dict(current or {})
+        out.update(plan.body or {})
+        return out
+
+
+def ensure_configuration(client: IoTHubClient, spec: ConfigurationSpec, *, check_mode: bool,
+                         pinned_etag: Optional[str] = None) -> Converged:
+    return converge(ConfigurationResource(client, spec), check_mode=check_mode, pinned_etag=pinned_etag,
+                    state_present=spec.state == "present")

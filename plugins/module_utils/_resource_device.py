@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: the device identity resource (with its twin), on the shared converge loop.
+
+Its fields and rules are in ``_models.DeviceSpec`` and ``_plan.plan_device``; this file maps them to the API
+(GET / PUT / DELETE ``/devices/{id}`` with If-Match) and adds the rules that depend on the hub's state (children,
+cycles, depth)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import MAX_EDGE_DEPTH, DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
+    Converged,
+    Resource,
+    Written,
+    converge,
+    fresh_key,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
+
+
+class DeviceResource(Resource):
+    """A device identity for ``converge``: GET with its ETag, ``plan_device``, PUT/DELETE with If-Match."""
+
+    def __init__(self, client: IoTHubClient, spec: DeviceSpec, *, check_mode: bool, orphan_children: bool = False,
+                 notes: Optional[List[str]] = None):
+        self.client, self.spec, self.check_mode, self.orphan_children = client, spec, check_mode, orphan_children
+        self.notes = notes if notes is not None else []
+        self.warnings: List[str] = []
+        self.label = f"device {spec.device_id!r}"
+
+    def read(self):
+        self.current = self.client.get_device(self.spec.device_id)
+        self.twin = read_twin(self.client, self.spec, self.current is not None)
+        return self.current
+
+    def plan(self, current, pinned_etag):
+        spec = self.spec
+        parent_scope, parent_device = spec.parent, None  # None: unmanaged; "": detach
+        if spec.state == "present" and spec.parent:
+            parent_scope, parent_device = self.client.parent_of(spec.parent, self.check_mode, self.warnings)
+        plan = plan_device(spec, current, parent_scope if spec.state == "present" else None, fresh_key())
+        if plan.action == "delete" and not self.orphan_children:
+            self._refuse_orphans(current)
+        if plan.action in ("create", "update"):
+            self._check_topology(plan, current, parent_device)
+        plan_twin_part(plan, spec, self.twin, self.label)
+        if pinned_etag is not None and plan.etag is not None:
+            plan.etag = pinned_etag.strip('"')
+        return plan
+
+    def _check_topology(self, plan, current, parent_device) -> None:
+        """The rules the hub enforces against its current state, checked before any write (check mode too): a
+        device with children stays an edge device, no parent cycle, at most MAX_EDGE_DEPTH edge layers."""
+        did = self.spec.device_id
+        after_edge = plan.after["edge_enabled"]
+        own_scope = current.get("deviceScope") if current and (current.get("capabilities") or {}).get("iotEdge") else None
+        if own_scope and not after_edge:
+            kids = sorted(t["deviceId"] for t in self.client.children_of(own_scope) if t.get("deviceId") != did)
+            if kids:
+                raise PlanError(f"edge_enabled=false: {did!r} still has {len(kids)} child device(s) "
+                                f"({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}); a parent must stay an "
+                                "IoT Edge device. Move or delete its children first")
+        moved = plan.action == "create" or "parent_scope" in plan.changes or "edge_enabled" in plan.changes
+        if not (after_edge and moved and parent_device is not None):
+            return
+        chain = [parent_device["deviceId"]] + self.client.ancestors(parent_device)
+        if did in chain:
+            raise PlanError(f"parent: {self.spec.parent!r} would create a parent cycle: "
+                            f"{' -> '.join([did] + chain[:chain.index(did) + 1])}")
+        height = self.client.edge_height(own_scope) if own_scope else 1
+        if len(chain) + height > MAX_EDGE_DEPTH:
+            raise PlanError(f"parent: {self.spec.parent!r} would put {did!r} at IoT Edge layer {len(chain) + 1}"
+                            + (f" with {height - 1} edge layer(s) below it" if height > 1 else "")
+                            + f" ({' -> '.join(reversed(chain))} -> {did}); IoT Edge supports at most {MAX_EDGE_DEPTH}")
+
+    def _refuse_orphans(self, current) -> None:
+        """Deleting an edge device leaves its children pointing at a scope that no longer exists: refuse it."""
+        scope = current.get("deviceScope") if (current.get("capabilities") or {}).get("iotEdge") else None
+        if not scope:
+            return
+        kids = sorted(t["deviceId"] for t in self.client.children_of(scope) if t.get("deviceId") != self.spec.device_id)
+        if kids:
+            raise PlanError(f"state=absent: edge device {self.spec.device_id!r} still has {len(kids)} child device(s) "
+                            f"({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}); deleting it would leave them "
+                            "pointing at a parent that no longer exists. Delete or move them first, or set "
+                            "orphan_children=true to delete it anyway")
+
+    def write(self, plan) -> Written:
+        """The identity (PUT or DELETE with If-Match) when it changes, then the twin (PATCH with If-Match)."""
+        did = self.spec.device_id
+        device, maybe = self.current, False
+        if plan.writes_identity:
+            if plan.action == "delete":
+                r = self.client.delete_device(did, plan.etag)
+                if r.status_code in (200, 204):
+                    return Written(True, None, r.status_code, maybe_applied(r))
+            else:
+                r = self.client.put_device(did, plan.body, plan.etag if plan.action == "update" else None)
+                if r.status_code == 200:
+                    device = r.json()
+                    etag = (r.headers.get("etag") or "").strip('"')
+                    if etag:
+                        device["etag"] = etag
+            if r.status_code not in (200, 204):
+                conflict = (r.status_code == 412 or (r.status_code == 409 and plan.action == "create")
+                            or (r.status_code == 404 and plan.action in ("update", "delete")))
+                if conflict:  # the device changed between our read and our write (or a retried write landed)
+                    return Written(False, None, r.status_code, maybe_applied(r))
+                raise error_from_response(r, f"{plan.action} device {did!r}")
+            maybe = maybe_applied(r)
+        twin_conflict = write_twin(self.client, plan, did, landed=plan.writes_identity)
+        if twin_conflict is not None:
+            return twin_conflict
+        return Written(True, device, 200, maybe)
+
+    def predict(self, current, plan):
+        if plan.action == "delete":
+            return None
+        return plan.body if plan.body is not None else current
+
+
+def ensure_device(client: IoTHubClient, spec: DeviceSpec, *, check_mode: bool, pinned_etag: Optional[str] = None,
+                  orphan_children: bool = False) -> Converged:
+    """GET, plan, write the difference with If-Match; on a conflict re-read and re-plan (bounded)."""
+    notes: List[str] = []
+    res = DeviceResource(client, spec, check_mode=check_mode, orphan_children=orphan_children, notes=notes)
+    out = converge(res, check_mode=check_mode, pinned_etag=pinned_etag, state_present=spec.state == "present",
+                   notes=notes)
+    out.warnings = sorted(set(res.warnings))
+    return out
