@@ -5,24 +5,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Tests run on every core (pytest-xdist); each worker has its own emulator and Azurite.
+PYTEST_WORKERS ?= auto
 
 .PHONY: all venv test lint sanity docs compat test-unit test-emulator test-integration demo bench clean
 
 all: test
 
-$(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml scripts/azurite
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
 	@echo "Creating $(VENV) with $(PYTHON)"
 	@rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python scripts/azurite --install-only
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
 	BIN=$(BIN) scripts/lint.sh
 	BIN=$(BIN) scripts/sanity.sh
 

@@ -487,7 +487,10 @@ class BulkReconciler:
         if not ids:
             return
         pages = self.client.query_pages("SELECT * FROM devices")
-        items, token = next(pages)
+        first = next(pages, None)
+        if first is None:
+            return
+        items, token = first
         page = self.client.page_size
         yield from (t for t in items if t.get("deviceId") in wanted)
         if not token:

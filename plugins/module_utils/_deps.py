@@ -10,9 +10,15 @@ azure-identity is not imported here: ``_auth`` imports it only when Entra ID is 
 
 from __future__ import annotations
 
+import sys
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
+
+# httpx's package __init__ imports its command-line client (click, rich, pygments when they are installed: about
+# 50 ms of every task) only to offer ``httpx.main``; a None entry makes that import fail fast, and httpx falls back
+# to its own stub.  Nothing here uses the CLI.
+sys.modules.setdefault("httpx._main", None)
 
 try:
     import httpx  # pylint: disable=unused-import

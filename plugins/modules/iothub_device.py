@@ -133,7 +133,11 @@ options:
     type: bool
     default: false
 notes:
-  - 'Rights: the shared access policy (or Entra ID role) needs C(RegistryRead) to read the device and C(RegistryWrite) to create, update or delete it (built-in policies C(registryReadWrite) or C(iothubowner); Entra role C(IoT Hub Registry Contributor)). Deleting an IoT Edge device, and moving or demoting one, also runs a query for its children, which needs C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)): C(iothubowner) has every right.'
+  - 'Rights: the shared access policy (or Entra ID role) needs C(RegistryRead) to read the device and
+    C(RegistryWrite) to create, update or delete it (built-in policies C(registryReadWrite) or C(iothubowner); Entra
+    role C(IoT Hub Registry Contributor)). Deleting an IoT Edge device, and moving or demoting one, also runs a
+    query for its children, which needs C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)):
+    C(iothubowner) has every right.'
 seealso:
   - module: fleet.azure_iot.iothub_device_info
   - module: fleet.azure_iot.iothub_device_bulk

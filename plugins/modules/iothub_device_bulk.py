@@ -174,7 +174,11 @@ seealso:
   - module: fleet.azure_iot.iothub_device
   - module: fleet.azure_iot.iothub_device_info
 notes:
-  - 'Rights: queries need C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)), GETs of identities C(RegistryRead), bulk calls C(RegistryWrite), and bulk entries or PATCHes that carry tags or desired properties C(ServiceConnect) too. Use C(iothubowner) or a policy with C(RegistryWrite) and C(ServiceConnect); Entra roles C(IoT Hub Registry Contributor) and C(IoT Hub Twin Contributor). A call refused for a missing right stops the run and names the right.'
+  - 'Rights: queries need C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)), GETs of
+    identities C(RegistryRead), bulk calls C(RegistryWrite), and bulk entries or PATCHes that carry tags or desired
+    properties C(ServiceConnect) too. Use C(iothubowner) or a policy with C(RegistryWrite) and C(ServiceConnect);
+    Entra roles C(IoT Hub Registry Contributor) and C(IoT Hub Twin Contributor). A call refused for a missing right
+    stops the run and names the right.'
   - Registry operations are throttled per hub unit (100 per minute on S1, each device of a bulk call counting once;
     queries 20 pages per minute). The module retries throttled requests with back-off (see O(retry_budget_seconds)).
 """

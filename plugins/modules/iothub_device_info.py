@@ -56,7 +56,9 @@ options:
     default: false
     version_added: 1.1.0
 notes:
-  - 'Rights: O(device_id) reads need C(RegistryRead); O(query), O(parent) and O(edge_only) run queries, which need C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)). Built-in policies C(service) plus C(registryRead), or C(iothubowner); Entra role C(IoT Hub Data Reader).'
+  - 'Rights: O(device_id) reads need C(RegistryRead); O(query), O(parent) and O(edge_only) run queries, which need
+    C(ServiceConnect) (the security doc; an SDK sample says C(RegistryRead)). Built-in policies C(service) plus
+    C(registryRead), or C(iothubowner); Entra role C(IoT Hub Data Reader).'
   - With none of O(device_id), O(query), O(parent) or O(edge_only), every device twin of the hub is returned.
 seealso:
   - module: fleet.azure_iot.iothub_device

@@ -12,7 +12,7 @@ version_added: 1.1.0
 description:
   - Runs an IoT Hub export job into a blob container and waits for it. The blob holds one device per line
     (with its twin; module identities on lines of their own), the format an import job reads, so a fleet can be
-    restored or moved to another hub with M(fleet.azure_iot.iothub_device_bulk) (O(job_mode=always)) or an
+    restored or moved to another hub with M(fleet.azure_iot.iothub_device_bulk) (its job_mode V(always)) or an
     import job.
   - Returns the blob name and how many devices, modules and configurations it holds (counted by streaming the
     blob, never holding it whole).
@@ -30,7 +30,8 @@ attributes:
     support: full
     details: Says what it would export; starts no job.
   diff_mode:
-    support: none
+    support: N/A
+    details: An export changes nothing in the hub; there is nothing to show as a diff.
 options:
   storage_container_uri:
     description:
@@ -136,7 +137,7 @@ def run(module: AnsibleModule) -> dict:
             devices += 1
     configurations = None
     if p["include_configurations"]:
-        configurations = sum(1 for _ in json_lines(container.lines("configurations.txt")))
+        configurations = sum(1 for line in json_lines(container.lines("configurations.txt")) if line)
     job = dict(runner.records[-1], devices=devices)
     result.update(devices=devices, modules=modules, configurations=configurations, job=job)
     return result

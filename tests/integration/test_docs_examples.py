@@ -13,12 +13,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "docs/key-rotation.md",
+            "docs/fleet-jobs.md",
             "roles/edge_gateway/README.md",
             "roles/edge_hierarchy/README.md",
             "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md"]
 MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "iothub_module", "iothub_module_info",
-                "iothub_edge_modules", "iothub_configuration", "iothub_configuration_info", "iotcentral_device",
-                "iotcentral_device_info"]
+                "iothub_edge_modules", "iothub_configuration", "iothub_configuration_info", "iothub_registry_export",
+                "iotcentral_device", "iotcentral_device_info"]
 
 # (source, block index or task name) -> why it is not run against the emulator.
 NOT_RUNNABLE = {
@@ -62,9 +63,11 @@ def _run_block(ansible, text: str, extra_vars: dict, label: str):
     return r
 
 
-def test_markdown_examples_run_as_written_in_order(ansible, emulator, hub):
+def test_markdown_examples_run_as_written_in_order(ansible, emulator, hub, azurite):
     extra = {"vault_iothub_connection_string": emulator.connection_string,
-             "sensors": [{"device_id": f"sensor-{i}"} for i in range(1, 4)]}
+             "sensors": [{"device_id": f"sensor-{i}"} for i in range(1, 4)],
+             "fleet_container_sas_url": azurite.container_uri("docs-fleet"),
+             "migration_container_sas_url": azurite.container_uri("docs-migration")}
     ran = 0
     for rel in MARKDOWN:
         for i, block in enumerate(markdown_blocks(rel)):
@@ -88,8 +91,9 @@ def test_the_trials_order_hierarchy_then_gateway_deletes_nothing(ansible, hub):
     assert {"line1-sensor-1", "line1-sensor-2", "plant-meter", "line1-gw", "plant-gw"} <= ids
 
 
-def test_module_examples_run_as_written_in_order(ansible, emulator):
-    extra = {"vault_iothub_connection_string": emulator.connection_string}
+def test_module_examples_run_as_written_in_order(ansible, emulator, azurite):
+    extra = {"vault_iothub_connection_string": emulator.connection_string,
+             "vault_backup_container_sas_url": azurite.container_uri("docs-backup")}
     for name in MODULE_ORDER:
         tasks = yaml.safe_load(module_examples(name))
         skipped = [t for t in tasks if (name, t["name"]) in NOT_RUNNABLE]
