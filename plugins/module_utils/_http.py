@@ -244,13 +244,14 @@ class HttpClient:
 
     def request(self, method: str, path: str, *, json_body=None, headers: dict | None = None,
                 params: dict | None = None, safe: bool, what: str | None = None, url: str | None = None,
-                write: bool | None = None, right: str | None = None):
+                write: bool | None = None, right: str | None = None, budget=None):
         """Send a request; retry per the rules above; return the final response (any status < 429 except 5xx).
 
         ``safe`` says whether a repeat is harmless (reads, conditional writes).  ``url`` (absolute) overrides
         ``path`` and the api-version, for nextLink paging.  ``write`` (default: any method but GET) says whether
         the request changes state; a POST that only reads (a query) passes ``write=False``.  ``right``: the
         access right the call needs ("RegistryWrite", "RegistryRead+ServiceConnect"), named when it is refused.
+        ``budget``: the quota (``_pacing.Budget``) the call counts against, told of every 429 it meets.
         """
         is_write = method in WRITE_METHODS if write is None else write
         what = what or f"{method} {path}"
@@ -303,6 +304,8 @@ class HttpClient:
                 raise AmbiguousWriteError(f"{what}: the connection failed after the request was sent "
                                           f"({type(transport_error).__name__}: {transport_error}); the write may "
                                           "have been applied", attempts=attempt + 1)
+            if budget is not None and response is not None and response.status_code == 429:
+                budget.on_throttled()
             delay = self.policy.delay(attempt, response)
             if transport_error is not None and _in_chain(transport_error, ConnectionRefusedError) is not None:
                 delay = REFUSED_WAITS[refused - 1] * (0.75 + 0.25 * self.policy.rng.random())

@@ -1,11 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleet.azure_iot contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PRIVATE to fleet.azure_iot: pydantic models of the IoT Hub API objects and of a device's desired state.
+"""PRIVATE to fleet.azure_iot: the declared state (pydantic models of the options) and the service's limits.
 
-API models use the service's camelCase names (aliases) and keep fields they do not declare (``extra="allow"``)
-so that a read-modify-write echoes everything the service returned.  ``DeviceSpec`` validates user input
-before any request; its field names are the modules' option names, so every error names the option.
+``DeviceSpec`` and ``ModuleSpec`` validate user input before any request; their field names are the modules'
+option names, so every error names the option.  The service's objects stay plain dicts (camelCase, as the hub
+returns them), so that a read-modify-write echoes everything the service returned, and no model is built for
+them on the hot path.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, Literal, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import (
     BaseModel,
     ConfigDict,
-    Field,
     ValidationError,
     field_validator,
     model_validator,
@@ -126,72 +126,6 @@ def parent_id_of_scope(scope: Optional[str]) -> Optional[str]:
     if scope.startswith(EDGE_SCOPE_PREFIX) and "-" in scope[len(EDGE_SCOPE_PREFIX):]:
         return scope[len(EDGE_SCOPE_PREFIX):scope.rindex("-")]
     return scope
-
-
-# --------------------------------------------------------------------------- API objects (camelCase)
-class _ApiModel(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
-
-
-class SymmetricKey(_ApiModel):
-    primary_key: Optional[str] = Field(default=None, alias="primaryKey")
-    secondary_key: Optional[str] = Field(default=None, alias="secondaryKey")
-
-
-class X509Thumbprint(_ApiModel):
-    primary_thumbprint: Optional[str] = Field(default=None, alias="primaryThumbprint")
-    secondary_thumbprint: Optional[str] = Field(default=None, alias="secondaryThumbprint")
-
-
-class AuthenticationMechanism(_ApiModel):
-    symmetric_key: Optional[SymmetricKey] = Field(default=None, alias="symmetricKey")
-    x509_thumbprint: Optional[X509Thumbprint] = Field(default=None, alias="x509Thumbprint")
-    type: Literal["sas", "selfSigned", "certificateAuthority", "none"] = "sas"
-
-
-class DeviceCapabilities(_ApiModel):
-    iot_edge: bool = Field(default=False, alias="iotEdge")
-
-
-class Device(_ApiModel):
-    """The identity returned by GET/PUT /devices/{id} (swagger ``Device``)."""
-
-    device_id: str = Field(alias="deviceId")
-    generation_id: Optional[str] = Field(default=None, alias="generationId")
-    etag: Optional[str] = None
-    status: Literal["enabled", "disabled"] = "enabled"
-    status_reason: Optional[str] = Field(default=None, alias="statusReason")
-    authentication: AuthenticationMechanism = Field(default_factory=AuthenticationMechanism)
-    capabilities: DeviceCapabilities = Field(default_factory=DeviceCapabilities)
-    device_scope: Optional[str] = Field(default=None, alias="deviceScope")
-    parent_scopes: List[str] = Field(default_factory=list, alias="parentScopes")
-
-    @property
-    def is_edge(self) -> bool:
-        return self.capabilities.iot_edge
-
-    @property
-    def parent_scope(self) -> str:
-        """The parent's scope: parentScopes[0] for an edge device, deviceScope for a leaf (iot-api.md §5)."""
-        if self.is_edge:
-            return self.parent_scopes[0] if self.parent_scopes else ""
-        return self.device_scope or ""
-
-    def to_api(self) -> Dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=False)
-
-
-class BulkError(_ApiModel):
-    device_id: Optional[str] = Field(default=None, alias="deviceId")
-    error_code: Optional[str] = Field(default=None, alias="errorCode")
-    error_status: Optional[str] = Field(default=None, alias="errorStatus")
-    operation: Optional[str] = None
-
-
-class BulkResult(_ApiModel):
-    is_successful: Optional[bool] = Field(default=None, alias="isSuccessful")
-    errors: List[BulkError] = Field(default_factory=list)
-    warnings: List[Dict[str, Any]] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- desired state (option names)

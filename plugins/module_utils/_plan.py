@@ -18,7 +18,6 @@ from typing import Any, Dict, Optional
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
     AUTH_TYPES,
     AUTH_TYPES_BACK,
-    Device,
     DeviceSpec,
     parent_id_of_scope,
 )
@@ -80,20 +79,22 @@ def view_of(device: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The current identity in option terms (the fields a plan compares)."""
     if device is None:
         return None
-    d = Device.model_validate(device)
-    auth = d.authentication
-    keys = auth.symmetric_key
-    tps = auth.x509_thumbprint
+    auth = device.get("authentication") or {}
+    keys = auth.get("symmetricKey") or {}
+    tps = auth.get("x509Thumbprint") or {}
+    edge = bool((device.get("capabilities") or {}).get("iotEdge"))
+    parents = device.get("parentScopes") or []
     return {
-        "status": d.status,
-        "status_reason": d.status_reason,
-        "auth_type": AUTH_TYPES_BACK[auth.type],
-        "primary_key": keys.primary_key if keys else None,
-        "secondary_key": keys.secondary_key if keys else None,
-        "primary_thumbprint": (tps.primary_thumbprint or None) if tps else None,
-        "secondary_thumbprint": (tps.secondary_thumbprint or None) if tps else None,
-        "edge_enabled": d.is_edge,
-        "parent_scope": d.parent_scope,
+        "status": device.get("status") or "enabled",
+        "status_reason": device.get("statusReason"),
+        "auth_type": AUTH_TYPES_BACK[auth.get("type") or "sas"],
+        "primary_key": keys.get("primaryKey") or None,
+        "secondary_key": keys.get("secondaryKey") or None,
+        "primary_thumbprint": tps.get("primaryThumbprint") or None,
+        "secondary_thumbprint": tps.get("secondaryThumbprint") or None,
+        "edge_enabled": edge,
+        # The parent's scope: parentScopes[0] for an edge device, deviceScope for a leaf (iot-api.md §5).
+        "parent_scope": (parents[0] if parents else "") if edge else (device.get("deviceScope") or ""),
     }
 
 

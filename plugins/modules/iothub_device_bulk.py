@@ -120,6 +120,23 @@ options:
     choices: [summary, full]
     default: summary
     version_added: 1.1.0
+  hub_sku:
+    description:
+      - The hub's tier, for pacing. Bulk calls and query pages are spread under its per-minute quotas (registry
+        operations, each device of a bulk call counting once; query pages) instead of running into 429s and
+        sleeping. F1, B1, B2, S1 and S2 allow 100 registry operations and 20 query pages per minute per unit;
+        B3 and S3 allow 5,000 and 1,000.
+      - Without it the quota is learnt from the first 429 (what went through in the minute before it), and the
+        rest of the run is paced under it.
+    type: str
+    choices: [F1, B1, B2, B3, S1, S2, S3]
+    version_added: 1.1.0
+  hub_units:
+    description:
+      - The number of units of the hub (the quotas scale with it), with O(hub_sku).
+    type: int
+    default: 1
+    version_added: 1.1.0
   storage_container_uri:
     description:
       - A SAS URL of an Azure Blob Storage container that IoT Hub can reach, with read, write, list and delete
@@ -287,6 +304,15 @@ requests:
   returned: always
   type: dict
   sample: {gets: 0, writes: 1, query_pages: 11, bulk_calls: 1, registry_operations: 100}
+pacing:
+  description:
+    - How the task paced itself under the hub's quotas. The per-minute quotas it used (stated by O(hub_sku) and
+      O(hub_units), learnt from a 429, or V(null) when unknown and never met), the seconds it waited for them,
+      and how many 429 answers it met.
+  returned: always
+  type: dict
+  version_added: 1.1.0
+  sample: {registry_operations_per_minute: 1000, query_pages_per_minute: 200, waited_seconds: 58.2, throttled_responses: 0}
 jobs:
   description: The import and export jobs the task ran (with O(storage_container_uri)).
   returned: always
@@ -308,6 +334,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, parse_fleet, validate_fleet
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import FleetJobs
+from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pacer
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
@@ -323,6 +350,9 @@ def run(module: AnsibleModule) -> dict:
                                                         module.no_log_values.add)
     validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"], p["max_deletes"])
     client = build_hub_client(p, module.warn)
+    if p["hub_units"] < 1:
+        raise ModuleFailure("hub_units must be 1 or more")
+    client.pacer = Pacer(p["hub_sku"], p["hub_units"])
     jobs = None
     if p["storage_container_uri"]:
         if p["job_mode"] != "never":
@@ -361,6 +391,7 @@ def run(module: AnsibleModule) -> dict:
         "requests": client.counters.as_dict(),
         "notes": out.notes,
         "jobs": jobs.runner.records if jobs is not None else [],
+        "pacing": client.pacer.report(),
     }
     if module._diff:
         result["diff"] = rec.diffs(p["diff_detail"])
@@ -388,6 +419,8 @@ def main() -> None:
             job_threshold_devices=dict(type="int", default=20000),
             job_threshold_writes=dict(type="int", default=5000),
             job_timeout_seconds=dict(type="float", default=3600),
+            hub_sku=dict(type="str", choices=["F1", "B1", "B2", "B3", "S1", "S2", "S3"]),
+            hub_units=dict(type="int", default=1),
             defaults=dict(type="dict", default={}),
             prune=dict(type="bool", default=False),
             prune_query=dict(type="str"),

@@ -186,3 +186,17 @@ def test_faults_do_not_leak_secrets(emulator_factory, runner_for):
                             task("kids", "iothub_device_bulk", devices=[{"device_id": f"k{i}", "parent": "gw"} for i in range(30)],
                                  **FAST)))
     assert r.rc == 0  # the harness has already checked -vvv --diff output for every emulator secret
+
+
+def test_a_throttled_run_paces_itself_and_reports_its_waiting(emulator_factory, runner_for):
+    emu = emulator_factory("--throttle", "S1:1")  # 100 registry operations per minute
+    runner = runner_for(emu)
+    devices = [f"paced-{i:03d}" for i in range(150)]
+    r = runner.run(play(task("fleet", "iothub_device_bulk", devices=devices, hub_sku="S1", hub_units=1, **FAST)),
+                   verbosity=0, diff=False)
+    assert r.rc == 0, r.output[-3000:]
+    res = r.task("fleet").result
+    assert len(res["created"]) == 150
+    pacing = res["pacing"]
+    assert pacing["registry_operations_per_minute"] == 100 and pacing["waited_seconds"] > 0
+    assert pacing["throttled_responses"] == 0 and emu.stats()["throttled"] == 0  # paced, not bounced

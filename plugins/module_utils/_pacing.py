@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: pacing requests under the hub's per-minute quotas instead of bouncing off 429s.
+
+IoT Hub counts registry operations (each device of a bulk call once) and query pages per minute per unit
+(iot-api.md §6; S1: 100 operations and 20 pages per unit, S3: 5,000 and 1,000).  A ``Budget`` keeps a sliding
+window of what was sent in the last minute and makes a caller wait until its cost fits, so that a fleet spreads
+its calls over the minutes the quota needs.  The quota is the one the user states (``hub_sku``, ``hub_units``),
+or is learnt from the first 429: what went through in the minute before it is what the hub allows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Dict, Optional
+
+WINDOW_SECONDS = 60.0
+SLACK_SECONDS = 1.0  # the hub's window starts when a request arrives, a little after it was sent
+SHARE = 0.95  # pace a little under the quota
+SKU_QUOTAS = {  # per minute per unit: (registry operations, query pages)
+    "F1": (100, 20), "B1": (100, 20), "S1": (100, 20), "B2": (100, 20), "S2": (100, 20),
+    "B3": (5000, 1000), "S3": (5000, 1000),
+}
+
+
+class Budget:
+    """One quota (registry operations, or query pages): wait until ``cost`` fits in the last minute."""
+
+    def __init__(self, per_minute: Optional[float], clock=time.monotonic, sleep=time.sleep):
+        self.limit = per_minute * SHARE if per_minute else None  # None: unknown until a 429 teaches it
+        self.clock, self.sleep = clock, sleep
+        self.sent: deque = deque()  # (time, cost)
+        self.waited = 0.0
+        self.throttled = 0
+        self._lock = threading.Lock()
+
+    def _used(self, now: float) -> float:
+        while self.sent and self.sent[0][0] <= now - WINDOW_SECONDS - SLACK_SECONDS:
+            self.sent.popleft()
+        return sum(c for _, c in self.sent)
+
+    def acquire(self, cost: float) -> float:
+        """Block until COST fits under the quota, then count it; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self.clock()
+                used = self._used(now)
+                if self.limit is None or used + cost <= self.limit or not self.sent:
+                    self.sent.append((now, cost))
+                    self.waited += waited
+                    return waited
+                # wait until enough of the oldest entries leave the window
+                free_needed = used + cost - self.limit
+                freed, until = 0.0, now
+                for t, c in self.sent:
+                    freed += c
+                    until = t + WINDOW_SECONDS + SLACK_SECONDS
+                    if freed >= free_needed:
+                        break
+                delay = max(0.05, until - now)
+            self.sleep(delay)
+            waited += delay
+
+    def on_throttled(self) -> None:
+        """A 429: the hub's quota is what went through in the last minute (learnt once, never raised)."""
+        with self._lock:
+            self.throttled += 1
+            used = self._used(self.clock())
+            if used > 0 and (self.limit is None or used * SHARE < self.limit):
+                self.limit = used * SHARE
+
+
+class Pacer:
+    """The budgets of one task: registry operations and query pages."""
+
+    def __init__(self, sku: Optional[str] = None, units: int = 1, clock=time.monotonic, sleep=time.sleep):
+        reg, pages = SKU_QUOTAS[sku.upper()] if sku else (None, None)
+        self.registry = Budget(reg * units if reg else None, clock, sleep)
+        self.query = Budget(pages * units if pages else None, clock, sleep)
+
+    def report(self) -> Dict[str, object]:
+        return {
+            "registry_operations_per_minute": round(self.registry.limit / SHARE) if self.registry.limit else None,
+            "query_pages_per_minute": round(self.query.limit / SHARE) if self.query.limit else None,
+            "waited_seconds": round(self.registry.waited + self.query.waited, 1),
+            "throttled_responses": self.registry.throttled + self.query.throttled,
+        }

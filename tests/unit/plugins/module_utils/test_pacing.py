@@ -1,0 +1,65 @@
+"""Pacing under the hub's quotas, with a fake clock (no sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Budget, Pacer
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_stated_quota_spreads_calls_over_the_minutes_it_needs():
+    fake = FakeClock()
+    pacer = Pacer("S1", 10, clock=fake.clock, sleep=fake.sleep)  # 1,000 registry operations per minute
+    for _ in range(30):  # 3,000 devices in bulk calls of 100
+        pacer.registry.acquire(100)
+        fake.now += 0.1  # each call takes a little time
+    floor = 3000 / 1000 * 60
+    assert fake.now <= 1.2 * floor  # within 1.2 x the quota floor
+    assert pacer.registry.waited > 60  # it did wait, rather than run into 429s
+    assert pacer.report()["registry_operations_per_minute"] == 1000
+
+
+def test_never_more_than_the_quota_in_any_minute():
+    fake = FakeClock()
+    budget = Budget(500, clock=fake.clock, sleep=fake.sleep)
+    times = []
+    for _ in range(40):
+        budget.acquire(50)
+        times.append(fake.now)
+        fake.now += 0.5
+    for t in times:
+        in_window = sum(50 for u in times if t - 60 < u <= t)
+        assert in_window <= 500 * 0.95 + 50
+
+
+def test_the_quota_is_learnt_from_the_first_429():
+    fake = FakeClock()
+    budget = Budget(None, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(10):
+        assert budget.acquire(100) == 0  # unknown: no pacing
+        fake.now += 1
+    budget.on_throttled()  # 1,000 went through in the last minute
+    assert budget.limit == pytest.approx(950)
+    budget.acquire(100)
+    assert budget.waited > 0 and budget.throttled == 1
+    budget.on_throttled()  # a second 429 never raises the learnt quota
+    assert budget.limit <= 950
+
+
+def test_a_single_call_larger_than_the_quota_still_goes():
+    fake = FakeClock()
+    budget = Budget(50, clock=fake.clock, sleep=fake.sleep)
+    assert budget.acquire(100) == 0  # an empty window always admits one call
