@@ -79,7 +79,10 @@ LOOP_PLAY = """
 """
 
 
-def run(collections: Path, emu: EmulatorProcess, play: str, extra: dict, name: str) -> tuple[float, dict, dict]:
+def run(collections: Path, emu: EmulatorProcess, play: str, extra: dict, name: str,
+        peak: bool = True) -> tuple[float, dict, dict]:
+    """Run PLAY; PEAK=False runs modules on the plain interpreter (the peak-memory wrapper starts a second Python
+    per task, which would blur per-task timings)."""
     d = WORK / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "play.yml").write_text(play)
@@ -88,7 +91,7 @@ def run(collections: Path, emu: EmulatorProcess, play: str, extra: dict, name: s
     xv.write_text(json.dumps({**extra, "bench_out": str(out)}))
     env = env_without_proxies()
     env.update(emu.ansible_env())
-    env.update({"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_PYTHON_INTERPRETER": str(WRAPPER),
+    env.update({"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_PYTHON_INTERPRETER": str(WRAPPER if peak else sys.executable),
                 "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
                 "BENCH_PEAK_FILE": str(PEAK)})
     PEAK.unlink(missing_ok=True)
@@ -184,8 +187,8 @@ def per_task_ratio(collections, emu, latency: str) -> tuple:
     dev = TASK_PLAY.format(task='fleet.azure_iot.iothub_device: {device_id: overhead}')
     ratios, stats, devs = [], [], []
     for i in range(5):
-        ws, _, _ = run(collections, emu, stat, {}, f"stat-{i}")
-        wd, _, _ = run(collections, emu, dev, {}, f"device-{i}")
+        ws, _, _ = run(collections, emu, stat, {}, f"stat-{i}", peak=False)
+        wd, _, _ = run(collections, emu, dev, {}, f"device-{i}", peak=False)
         stats.append(ws)
         devs.append(wd)
         ratios.append(wd / ws)
@@ -279,8 +282,8 @@ def main() -> int:
         summary["per_task_ratio"] = ratio
         if loop_n:
             devices = fleet(loop_n)
-            wall_first, _d, _ = run(collections, emu, LOOP_PLAY, {"bench_devices": devices}, "loop-first")
-            wall_noop, d_noop, _ = run(collections, emu, LOOP_PLAY, {"bench_devices": devices}, "loop-noop")
+            wall_first, _d, _ = run(collections, emu, LOOP_PLAY, {"bench_devices": devices}, "loop-first", peak=False)
+            wall_noop, d_noop, _ = run(collections, emu, LOOP_PLAY, {"bench_devices": devices}, "loop-noop", peak=False)
             per = wall_noop / loop_n
             ops = d_noop["registry_reads"] / loop_n
             lines += [f"## A loop of iothub_device over {loop_n:,} devices (for comparison)", "",

@@ -20,8 +20,26 @@ from ansible.module_utils.basic import missing_required_lib
 # to its own stub.  Nothing here uses the CLI.
 sys.modules.setdefault("httpx._main", None)
 
+
+def _import_httpx():
+    """httpx and its transport (httpcore), imported with anyio and trio hidden: httpcore imports them (about
+    25 ms) only for its async locks, and every client here is synchronous.  They are hidden for this one import
+    and restored after it, so anything else in the process can still import them."""
+    hidden = [name for name in ("anyio", "trio") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        import httpx as lib  # pylint: disable=import-outside-toplevel
+        import httpcore  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return lib
+
+
 try:
-    import httpx  # pylint: disable=unused-import
+    httpx = _import_httpx()
 except ImportError:  # pragma: no cover - exercised by the sanity import test
     httpx = None
     HTTPX_IMPORT_ERROR = traceback.format_exc()

@@ -20,6 +20,7 @@ from typing import Dict, Optional
 WINDOW_SECONDS = 60.0
 SLACK_SECONDS = 1.0  # the hub's window starts when a request arrives, a little after it was sent
 SHARE = 0.95  # pace a little under the quota
+RECOVERY = 1.5  # a learnt limit grows by half per quiet minute
 SKU_QUOTAS = {  # per minute per unit: (registry operations, query pages)
     "F1": (100, 20), "B1": (100, 20), "S1": (100, 20), "B2": (100, 20), "S2": (100, 20),
     "B3": (5000, 1000), "S3": (5000, 1000),
@@ -29,13 +30,25 @@ SKU_QUOTAS = {  # per minute per unit: (registry operations, query pages)
 class Budget:
     """One quota (registry operations, or query pages): wait until ``cost`` fits in the last minute."""
 
-    def __init__(self, per_minute: Optional[float], clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, per_minute: Optional[float], clock=time.monotonic, sleep=time.sleep, floor: float = 0.0):
         self.limit = per_minute * SHARE if per_minute else None  # None: unknown until a 429 teaches it
+        self.stated = bool(per_minute)  # the user's figure is trusted: a 429 under it is retried, not learnt from
+        self.floor = floor  # the smallest quota any hub has: a learnt one is never lower
         self.clock, self.sleep = clock, sleep
         self.sent: deque = deque()  # (time, cost)
         self.waited = 0.0
         self.throttled = 0
+        self._learnt_at: Optional[float] = None  # when the learnt limit last changed
         self._lock = threading.Lock()
+
+    def _recover(self, now: float) -> None:
+        """A learnt limit grows by half for every full window without a 429: one 429 that was a blip (or another
+        job that has finished) does not slow the rest of a long run for good."""
+        if self._learnt_at is None or self.limit is None:
+            return
+        while now - self._learnt_at >= WINDOW_SECONDS + SLACK_SECONDS:
+            self.limit *= RECOVERY
+            self._learnt_at += WINDOW_SECONDS + SLACK_SECONDS
 
     def _used(self, now: float) -> float:
         while self.sent and self.sent[0][0] <= now - WINDOW_SECONDS - SLACK_SECONDS:
@@ -48,6 +61,7 @@ class Budget:
         while True:
             with self._lock:
                 now = self.clock()
+                self._recover(now)
                 used = self._used(now)
                 if self.limit is None or used + cost <= self.limit or not self.sent:
                     self.sent.append((now, cost))
@@ -66,12 +80,19 @@ class Budget:
             waited += delay
 
     def on_throttled(self) -> None:
-        """A 429: the hub's quota is what went through in the last minute (learnt once, never raised)."""
+        """A 429.  Under a stated quota it is counted and retried (with the usual backoff), never learnt from: the
+        user's figure stands.  Otherwise the hub's quota is what went through in the last minute, at least the
+        smallest quota any hub has; a later 429 can lower it, and quiet windows let it grow back."""
         with self._lock:
             self.throttled += 1
-            used = self._used(self.clock())
+            if self.stated:
+                return
+            now = self.clock()
+            self._recover(now)
+            used = max(self._used(now), self.floor)
             if used > 0 and (self.limit is None or used * SHARE < self.limit):
                 self.limit = used * SHARE
+            self._learnt_at = now
 
 
 class Pacer:
@@ -79,8 +100,9 @@ class Pacer:
 
     def __init__(self, sku: Optional[str] = None, units: int = 1, clock=time.monotonic, sleep=time.sleep):
         reg, pages = SKU_QUOTAS[sku.upper()] if sku else (None, None)
-        self.registry = Budget(reg * units if reg else None, clock, sleep)
-        self.query = Budget(pages * units if pages else None, clock, sleep)
+        least_reg, least_pages = SKU_QUOTAS["S1"]  # one unit of the smallest tiers
+        self.registry = Budget(reg * units if reg else None, clock, sleep, floor=least_reg)
+        self.query = Budget(pages * units if pages else None, clock, sleep, floor=least_pages)
 
     def report(self) -> Dict[str, object]:
         return {

@@ -126,8 +126,10 @@ options:
         operations, each device of a bulk call counting once; query pages) instead of running into 429s and
         sleeping. F1, B1, B2, S1 and S2 allow 100 registry operations and 20 query pages per minute per unit;
         B3 and S3 allow 5,000 and 1,000.
-      - Without it the quota is learnt from the first 429 (what went through in the minute before it), and the
-        rest of the run is paced under it.
+      - Without it the quota is learnt from the first 429 (what went through in the minute before it, at least
+        one S1 unit's quota), and the rest of the run is paced under it; each minute without a 429 lets the learnt
+        quota grow back by half. With it, the stated quota stands: a 429 (another job sharing the hub) is retried
+        with the usual backoff. Jobs that share a hub should each state their share through O(hub_units).
     type: str
     choices: [F1, B1, B2, B3, S1, S2, S3]
     version_added: 1.1.0

@@ -63,3 +63,53 @@ def test_a_single_call_larger_than_the_quota_still_goes():
     fake = FakeClock()
     budget = Budget(50, clock=fake.clock, sleep=fake.sleep)
     assert budget.acquire(100) == 0  # an empty window always admits one call
+
+
+def test_a_stated_quota_is_not_lowered_by_a_429():
+    fake = FakeClock()
+    pacer = Pacer("S1", 10, clock=fake.clock, sleep=fake.sleep)
+    pacer.registry.acquire(100)
+    pacer.registry.on_throttled()  # another job on the same hub: retried, the user's figure stands
+    assert pacer.registry.limit == pytest.approx(950) and pacer.registry.throttled == 1
+    assert pacer.report()["throttled_responses"] == 1
+
+
+def test_a_learnt_quota_is_never_below_one_s1_unit():
+    fake = FakeClock()
+    pacer = Pacer(clock=fake.clock, sleep=fake.sleep)
+    pacer.registry.acquire(10)
+    pacer.registry.on_throttled()  # only 10 went through: a blip, or another job; no hub allows less than 100
+    assert pacer.registry.limit == pytest.approx(95)
+    pacer.query.on_throttled()
+    assert pacer.query.limit == pytest.approx(19)
+
+
+def test_a_learnt_quota_grows_back_after_quiet_minutes_and_falls_at_the_next_429():
+    fake = FakeClock()
+    budget = Budget(None, clock=fake.clock, sleep=fake.sleep, floor=100)
+    budget.acquire(200)
+    budget.on_throttled()
+    assert budget.limit == pytest.approx(190)
+    fake.now += 61.5  # one quiet window
+    budget.acquire(1)
+    assert budget.limit == pytest.approx(285)
+    fake.now += 3 * 61  # three more
+    budget.acquire(1)
+    assert budget.limit == pytest.approx(285 * 1.5 ** 3)
+    budget.on_throttled()  # a 429 again: back to what went through in the last minute (at least the floor)
+    assert budget.limit == pytest.approx(100 * 0.95)
+
+
+def test_after_a_429_nothing_more_goes_until_the_minute_that_tripped_it_has_passed():
+    fake = FakeClock()
+    budget = Budget(None, clock=fake.clock, sleep=fake.sleep, floor=100)
+    budget.acquire(500)
+    budget.on_throttled()  # learnt: 475 per minute, and 500 already sent in this one
+    times = []
+    for _ in range(10):
+        budget.acquire(100)
+        times.append(fake.now)
+        fake.now += 0.1
+    assert min(times) >= 60  # the next call waits for the 500 to leave the window
+    for t in times:  # and no later minute carries more than the learnt quota (grown by half after a quiet one)
+        assert sum(100 for u in times if t - 60 < u <= t) <= 475 * 1.5
