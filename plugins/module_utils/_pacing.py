@@ -53,7 +53,7 @@ class Budget:
     def _used(self, now: float) -> float:
         while self.sent and self.sent[0][0] <= now - WINDOW_SECONDS - SLACK_SECONDS:
             self.sent.popleft()
-        return sum(c for _, c in self.sent)
+        return sum(cost for _sent_at, cost in self.sent)
 
     def acquire(self, cost: float) -> float:
         """Block until COST fits under the quota, then count it; return the seconds waited."""

@@ -23,7 +23,7 @@ class FakeClock:
 def test_a_stated_quota_spreads_calls_over_the_minutes_it_needs():
     fake = FakeClock()
     pacer = Pacer("S1", 10, clock=fake.clock, sleep=fake.sleep)  # 1,000 registry operations per minute
-    for _ in range(30):  # 3,000 devices in bulk calls of 100
+    for _call in range(30):  # 3,000 devices in bulk calls of 100
         pacer.registry.acquire(100)
         fake.now += 0.1  # each call takes a little time
     floor = 3000 / 1000 * 60
@@ -36,7 +36,7 @@ def test_never_more_than_the_quota_in_any_minute():
     fake = FakeClock()
     budget = Budget(500, clock=fake.clock, sleep=fake.sleep)
     times = []
-    for _ in range(40):
+    for _call in range(40):
         budget.acquire(50)
         times.append(fake.now)
         fake.now += 0.5
@@ -48,7 +48,7 @@ def test_never_more_than_the_quota_in_any_minute():
 def test_the_quota_is_learnt_from_the_first_429():
     fake = FakeClock()
     budget = Budget(None, clock=fake.clock, sleep=fake.sleep)
-    for _ in range(10):
+    for _call in range(10):
         assert budget.acquire(100) == 0  # unknown: no pacing
         fake.now += 1
     budget.on_throttled()  # 1,000 went through in the last minute
@@ -106,7 +106,7 @@ def test_after_a_429_nothing_more_goes_until_the_minute_that_tripped_it_has_pass
     budget.acquire(500)
     budget.on_throttled()  # learnt: 475 per minute, and 500 already sent in this one
     times = []
-    for _ in range(10):
+    for _call in range(10):
         budget.acquire(100)
         times.append(fake.now)
         fake.now += 0.1
