@@ -35,10 +35,10 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import (
     MAX_USER_QUERY_CHARS,
     quote_literal,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
     MAX_EDGE_DEPTH,
     DeviceSpec,
+    SpecError,
     format_validation_error,
     is_planned_scope,
     parent_id_of_scope,
@@ -198,7 +198,7 @@ def parse_specs(devices, defaults, labels: Optional[List[str]] = None) -> List[D
             continue
         try:
             specs.append(DeviceSpec(**merged))
-        except ValidationError as exc:
+        except SpecError as exc:
             problems.append(f"{label}: {format_validation_error(exc)}")
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""

@@ -1,15 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleet.azure_iot contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PRIVATE to fleet.azure_iot: the one place that imports third-party libraries (httpx, pydantic).
+"""PRIVATE to fleet.azure_iot: where httpx is imported (pydantic: ``_pydantic``, azure-identity: ``_auth``).
 
 Imports are guarded so that ansible-test's import and validate-modules sanity tests, which run without
 them, can still load every module; modules call ``check_requirements(module)`` before doing any work.
-azure-identity is not imported here: ``_auth`` imports it only when Entra ID is used.
+azure-identity is not imported here: ``_auth`` imports it only when Entra ID is used; pydantic is imported by
+``_pydantic``, which only the IoT Central and configuration modules load.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import traceback
 
@@ -46,39 +48,11 @@ except ImportError:  # pragma: no cover - exercised by the sanity import test
 else:
     HTTPX_IMPORT_ERROR = None
 
-try:
-    import pydantic  # pylint: disable=unused-import
-    from pydantic import (  # pylint: disable=unused-import
-        BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
-    )
-except ImportError:  # pragma: no cover - exercised by the sanity import test
-    pydantic = None
-    PYDANTIC_IMPORT_ERROR = traceback.format_exc()
-
-    class BaseModel:  # minimal stand-ins so that model classes can still be defined
-        pass
-
-    class ValidationError(Exception):
-        pass
-
-    def ConfigDict(**kwargs):  # noqa: N802 - mirrors the pydantic name
-        return kwargs
-
-    def Field(*args, **kwargs):  # noqa: N802
-        return kwargs.get("default")
-
-    def field_validator(*args, **kwargs):
-        return lambda fn: fn
-
-    def model_validator(*args, **kwargs):
-        return lambda fn: fn
-else:
-    PYDANTIC_IMPORT_ERROR = None
-
 
 def check_requirements(module) -> None:
-    """Fail the task with Ansible's standard message when a run-time requirement is missing."""
+    """Fail the task with Ansible's standard message when a run-time requirement is missing.  pydantic is looked
+    for, not imported: only the modules that validate with it (``_pydantic``) pay for its import."""
     if httpx is None:
         module.fail_json(msg=missing_required_lib("httpx"), exception=HTTPX_IMPORT_ERROR)
-    if pydantic is None:
-        module.fail_json(msg=missing_required_lib("pydantic (>= 2)"), exception=PYDANTIC_IMPORT_ERROR)
+    if importlib.util.find_spec("pydantic") is None:
+        module.fail_json(msg=missing_required_lib("pydantic (>= 2)"))

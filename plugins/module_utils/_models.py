@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleet.azure_iot contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PRIVATE to fleet.azure_iot: the declared state (pydantic models of the options) and the service's limits.
+"""PRIVATE to fleet.azure_iot: the declared state (the options, checked) and the service's limits.
 
 ``DeviceSpec`` and ``ModuleSpec`` validate user input before any request; their field names are the modules'
 option names, so every error names the option.  The service's objects stay plain dicts (camelCase, as the hub
@@ -14,15 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Dict, Literal, Optional
+import sys
+from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import (
-    BaseModel,
-    ConfigDict,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from ansible.module_utils.parsing.convert_bool import boolean
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
 THUMBPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$")
@@ -129,69 +124,129 @@ def parent_id_of_scope(scope: Optional[str]) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------- desired state (option names)
-class _IdentitySpec(BaseModel):
+class SpecError(ValueError):
+    """Invalid declared state: one (option, problem) pair per problem.  ``errors()`` has the shape of pydantic's,
+    so that ``format_validation_error`` formats both alike."""
+
+    def __init__(self, problems: List[Tuple[str, str]]):
+        super().__init__("; ".join(f"{o}: {m}" if o else m for o, m in problems))
+        self.problems = problems
+
+    def errors(self) -> List[Dict[str, Any]]:
+        return [{"loc": (o,) if o else (), "msg": m, "type": "value_error"} for o, m in self.problems]
+
+
+def input_error_types() -> tuple:
+    """The exceptions that mean "invalid input": SpecError, and pydantic's ValidationError once a module that
+    uses pydantic (IoT Central, configurations) has loaded it.  Identity specs do not import pydantic: the
+    argument spec has already checked the options' types, and a task should not pay for it."""
+    pyd = sys.modules.get("pydantic")
+    return (SpecError, pyd.ValidationError) if pyd is not None else (SpecError,)
+
+
+REQUIRED = object()
+
+
+def _check_thumbprint(value: str) -> str:
+    if not THUMBPRINT_RE.match(value):
+        raise ValueError("must be 40 (SHA-1) or 64 (SHA-256) hexadecimal digits, without colons or spaces")
+    return value.upper()
+
+
+def _check_status_reason(value: str) -> str:
+    if len(value) > STATUS_REASON_MAX:
+        raise ValueError(f"is {len(value)} characters long; IoT Hub allows at most {STATUS_REASON_MAX}")
+    return value
+
+
+def _check_parent(value: str) -> str:
+    return value if value == "" else check_device_id(value, "parent")
+
+
+def _check_module_id(value: str) -> str:
+    if value.startswith("$"):
+        raise ValueError(f"{value!r}: module ids starting with '$' belong to the IoT Edge runtime ($edgeAgent, "
+                         "$edgeHub); IoT Hub refuses them. Their twins are managed with iothub_edge_modules")
+    return check_device_id(value, "module_id")
+
+
+class _IdentitySpec:
     """What a device and a module identity share: authentication, twin content, state.  ``None`` means "not
-    managed: keep what the hub has"."""
+    managed: keep what the hub has".
 
-    # Built on first use, not at import: a task validates one kind of identity, and building every model's
-    # validator at import time cost each task about 25 ms.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    A plain class, not a pydantic model: a module's options arrive checked by the argument spec, and bulk
+    entries are checked here (types, choices, unknown keys) with the same rules, so no task pays pydantic's
+    import and model building (about 0.1 s) to validate one identity.  Each option's kind is one of ``str``,
+    ``bool``, ``dict`` or a tuple of allowed values; ``None`` is always allowed for an optional option."""
 
-    device_id: str
-    state: Literal["present", "absent"] = "present"
-    auth_type: Optional[Literal["sas", "self_signed", "certificate_authority", "none"]] = None
-    primary_key: Optional[str] = None
-    secondary_key: Optional[str] = None
-    primary_thumbprint: Optional[str] = None
-    secondary_thumbprint: Optional[str] = None
-    tags: Optional[Dict[str, Any]] = None
-    desired_properties: Optional[Dict[str, Any]] = None
-    rotate_keys: Optional[Literal["primary", "secondary", "swap"]] = None
+    OPTIONS: Dict[str, Tuple[Any, Any]] = {  # option -> (kind, default)
+        "device_id": (str, REQUIRED),
+        "state": (("present", "absent"), "present"),
+        "auth_type": (("sas", "self_signed", "certificate_authority", "none"), None),
+        "primary_key": (str, None),
+        "secondary_key": (str, None),
+        "primary_thumbprint": (str, None),
+        "secondary_thumbprint": (str, None),
+        "tags": (dict, None),
+        "desired_properties": (dict, None),
+        "rotate_keys": (("primary", "secondary", "swap"), None),
+    }
+    CHECKS: Dict[str, Any] = {
+        "device_id": check_device_id,
+        "primary_key": check_key,
+        "secondary_key": check_key,
+        "primary_thumbprint": _check_thumbprint,
+        "secondary_thumbprint": _check_thumbprint,
+        "tags": lambda v: check_twin_section(v, "tags"),
+        "desired_properties": lambda v: check_twin_section(v, "desired_properties"),
+    }
 
-    @field_validator("device_id")
-    @classmethod
-    def _device_id(cls, v):
-        return check_device_id(v)
+    def __init__(self, **values: Any):
+        problems: List[Tuple[str, str]] = [(k, "is not a known option") for k in values if k not in self.OPTIONS]
+        for name, (kind, default) in self.OPTIONS.items():
+            if name not in values or (values[name] is None and default is not REQUIRED):
+                if default is REQUIRED:
+                    problems.append((name, "is required"))
+                setattr(self, name, None if default is REQUIRED else default)
+                continue
+            value, problem = _of_kind(values[name], kind)
+            if problem is None and name in self.CHECKS:
+                try:
+                    value = self.CHECKS[name](value)
+                except ValueError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                problems.append((name, problem))
+            setattr(self, name, value)
+        if not problems:
+            problems = [("", p) for p in self._rules()]
+        if problems:
+            raise SpecError(problems)
 
-    @field_validator("primary_key", "secondary_key")
-    @classmethod
-    def _keys(cls, v):
-        return check_key(v)
+    def __repr__(self) -> str:
+        shown = {k: getattr(self, k) for k in self.OPTIONS if "key" not in k and getattr(self, k) is not None}
+        return f"{type(self).__name__}({shown})"
 
-    @field_validator("primary_thumbprint", "secondary_thumbprint")
-    @classmethod
-    def _thumbprints(cls, v):
-        if v is None:
-            return None
-        if not THUMBPRINT_RE.match(v):
-            raise ValueError("must be 40 (SHA-1) or 64 (SHA-256) hexadecimal digits, without colons or spaces")
-        return v.upper()
-
-    @field_validator("tags", "desired_properties")
-    @classmethod
-    def _twin_doc(cls, v, info):
-        return check_twin_section(v, info.field_name)
-
-    @model_validator(mode="after")
-    def _auth_rules(self):
+    def _rules(self) -> List[str]:
+        """The rules across options; each problem names the options."""
         has_keys = self.primary_key is not None or self.secondary_key is not None
         has_tp = self.primary_thumbprint is not None or self.secondary_thumbprint is not None
         if has_keys and has_tp:
-            raise ValueError("primary_key/secondary_key and primary_thumbprint/secondary_thumbprint are mutually "
-                             "exclusive: an identity authenticates with SAS keys or with x509 thumbprints")
+            return ["primary_key/secondary_key and primary_thumbprint/secondary_thumbprint are mutually "
+                    "exclusive: an identity authenticates with SAS keys or with x509 thumbprints"]
         if self.auth_type in ("self_signed", "certificate_authority", "none") and has_keys:
-            raise ValueError(f"auth_type={self.auth_type} takes no primary_key/secondary_key; use auth_type=sas")
+            return [f"auth_type={self.auth_type} takes no primary_key/secondary_key; use auth_type=sas"]
         if self.auth_type in ("sas", "certificate_authority", "none") and has_tp:
-            raise ValueError(f"auth_type={self.auth_type} takes no thumbprints; use auth_type=self_signed")
+            return [f"auth_type={self.auth_type} takes no thumbprints; use auth_type=self_signed"]
         if self.rotate_keys is not None:
             if has_keys or has_tp:
-                raise ValueError("rotate_keys generates new keys: it cannot be combined with primary_key, "
-                                 "secondary_key or thumbprints")
+                return ["rotate_keys generates new keys: it cannot be combined with primary_key, secondary_key or "
+                        "thumbprints"]
             if self.auth_type not in (None, "sas"):
-                raise ValueError(f"rotate_keys rotates SAS keys; auth_type={self.auth_type} has none")
+                return [f"rotate_keys rotates SAS keys; auth_type={self.auth_type} has none"]
             if self.state == "absent":
-                raise ValueError("rotate_keys cannot be combined with state=absent")
-        return self
+                return ["rotate_keys cannot be combined with state=absent"]
+        return []
 
     @property
     def wanted_auth_type(self) -> Optional[str]:
@@ -205,57 +260,56 @@ class _IdentitySpec(BaseModel):
         return None
 
 
+def _of_kind(value: Any, kind: Any) -> Tuple[Any, Optional[str]]:
+    """VALUE checked against an option's kind (booleans as Ansible reads them: yes/no, true/false, 1/0)."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value, None
+        try:
+            return boolean(value, strict=True), None
+        except TypeError:
+            return value, "must be a boolean (true or false)"
+    if kind is str:
+        return (value, None) if isinstance(value, str) else (value, "must be a string")
+    if kind is dict:
+        return (value, None) if isinstance(value, dict) else (value, "must be a dictionary")
+    if value in kind:
+        return value, None
+    return value, "must be one of " + ", ".join(kind)
+
+
 class DeviceSpec(_IdentitySpec):
     """What the user declares for one device."""
 
-    status: Optional[Literal["enabled", "disabled"]] = None
-    status_reason: Optional[str] = None
-    edge_enabled: Optional[bool] = None
-    parent: Optional[str] = None
+    OPTIONS = {
+        **_IdentitySpec.OPTIONS,
+        "status": (("enabled", "disabled"), None),
+        "status_reason": (str, None),
+        "edge_enabled": (bool, None),
+        "parent": (str, None),
+    }
+    CHECKS = {**_IdentitySpec.CHECKS, "parent": _check_parent, "status_reason": _check_status_reason}
 
-    @field_validator("parent")
-    @classmethod
-    def _parent(cls, v):
-        if v in (None, ""):
-            return v
-        return check_device_id(v, "parent")
-
-    @field_validator("status_reason")
-    @classmethod
-    def _status_reason(cls, v):
-        if v is not None and len(v) > STATUS_REASON_MAX:
-            raise ValueError(f"is {len(v)} characters long; IoT Hub allows at most {STATUS_REASON_MAX}")
-        return v
-
-    @model_validator(mode="after")
-    def _device_rules(self):
+    def _rules(self) -> List[str]:
         if self.parent and self.parent == self.device_id:
-            raise ValueError("parent: a device cannot be its own parent")
-        return self
+            return ["parent: a device cannot be its own parent"]
+        return super()._rules()
 
 
 class ModuleSpec(_IdentitySpec):
     """What the user declares for one module identity (iot-api-2.md §1)."""
 
-    module_id: str
+    OPTIONS = {**_IdentitySpec.OPTIONS, "module_id": (str, REQUIRED)}
+    CHECKS = {**_IdentitySpec.CHECKS, "module_id": _check_module_id}
 
-    @field_validator("module_id")
-    @classmethod
-    def _module_id(cls, v):
-        if isinstance(v, str) and v.startswith("$"):
-            raise ValueError(f"{v!r}: module ids starting with '$' belong to the IoT Edge runtime ($edgeAgent, "
-                             "$edgeHub); IoT Hub refuses them. Their twins are managed with iothub_edge_modules")
-        return check_device_id(v, "module_id")
-
-    @model_validator(mode="after")
-    def _module_rules(self):
+    def _rules(self) -> List[str]:
         if self.auth_type == "none":
-            raise ValueError("auth_type=none: IoT Hub gives every module identity credentials (it turns none into "
-                             "sas); use sas, self_signed or certificate_authority")
-        return self
+            return ["auth_type=none: IoT Hub gives every module identity credentials (it turns none into sas); "
+                    "use sas, self_signed or certificate_authority"]
+        return super()._rules()
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+def format_validation_error(exc, prefix: str = "") -> str:
     """One line per problem, each naming the option; never echoes the rejected value (it may be a key)."""
     lines = []
     for err in exc.errors():

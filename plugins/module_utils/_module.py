@@ -19,10 +19,10 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
     SasCredential,
     parse_connection_string,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError, check_requirements
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import check_requirements
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy, tls_verify
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, IoTHubClient
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error, input_error_types
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, SECRET_FIELDS, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import EtagConflict
 
@@ -169,7 +169,7 @@ def run_module(module: AnsibleModule, body) -> None:
         result = body(module)
     except ModuleFailure as exc:
         failure = dict(msg=str(exc), **exc.details)
-    except ValidationError as exc:
+    except input_error_types() as exc:  # SpecError, and pydantic's ValidationError where pydantic is used
         failure = dict(msg=f"Invalid input: {format_validation_error(exc)}")
     except (AuthError, PlanError) as exc:
         failure = dict(msg=str(exc))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CentralClient
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import BaseModel, ConfigDict, field_validator
+from ansible_collections.fleet.azure_iot.plugins.module_utils._pydantic import BaseModel, ConfigDict, field_validator
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
 

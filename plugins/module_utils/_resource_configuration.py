@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import (
+from ansible_collections.fleet.azure_iot.plugins.module_utils._pydantic import (
     BaseModel,
     ConfigDict,
     field_validator,

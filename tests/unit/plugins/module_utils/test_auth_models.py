@@ -12,8 +12,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
     parse_connection_string,
     sas_token,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import ValidationError
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, format_validation_error
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, SpecError, format_validation_error
 
 KEY = base64.b64encode(b"p" * 32).decode()
 CS = f"HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey={KEY}"
@@ -78,7 +77,7 @@ def test_sas_token_format_and_renewal():
     ({"device_id": "d", "status": "on"}, "status"),
 ])
 def test_invalid_specs_name_the_option_and_hide_values(kwargs, option):
-    with pytest.raises(ValidationError) as exc:
+    with pytest.raises(SpecError) as exc:
         DeviceSpec(**kwargs)
     msg = format_validation_error(exc.value)
     assert option in msg
@@ -90,3 +89,36 @@ def test_invalid_specs_name_the_option_and_hide_values(kwargs, option):
 def test_valid_spec_normalises_thumbprints():
     s = DeviceSpec(device_id="a#b:c", primary_thumbprint="ab" * 32)
     assert s.primary_thumbprint == "AB" * 32 and s.wanted_auth_type == "selfSigned"
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"device_id": "d", "colour": "red"}, "colour: is not a known option"),
+    ({}, "device_id: is required"),
+    ({"device_id": "d", "state": "gone"}, "state: must be one of present, absent"),
+    ({"device_id": "d", "edge_enabled": "maybe"}, "edge_enabled: must be a boolean"),
+    ({"device_id": 7}, "device_id: must be a string"),
+    ({"device_id": "d", "tags": ["a"]}, "tags: must be a dictionary"),
+])
+def test_bulk_entries_are_checked_for_kind_choices_and_unknown_keys(kwargs, expected):
+    with pytest.raises(SpecError) as exc:
+        DeviceSpec(**kwargs)
+    assert expected in format_validation_error(exc.value)
+
+
+def test_booleans_read_as_ansible_reads_them_and_null_means_not_managed():
+    assert DeviceSpec(device_id="d", edge_enabled="yes").edge_enabled is True
+    assert DeviceSpec(device_id="d", edge_enabled="False").edge_enabled is False
+    s = DeviceSpec(device_id="d", state=None, status=None)
+    assert s.state == "present" and s.status is None and s.parent is None
+
+
+def test_identity_specs_do_not_import_pydantic():
+    import subprocess
+    import sys
+    code = ("import sys; import ansible_collections.fleet.azure_iot.plugins.modules.iothub_device, "
+            "ansible_collections.fleet.azure_iot.plugins.modules.iothub_device_bulk, "
+            "ansible_collections.fleet.azure_iot.plugins.modules.iothub_module; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'anyio', 'click', 'rich')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": ":".join(sys.path)}).stdout
+    assert out.strip() == "[]"
