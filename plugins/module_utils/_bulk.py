@@ -21,7 +21,7 @@ import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
     AmbiguousWriteError,
@@ -48,6 +48,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
     DevicePlan,
     PlanError,
     display_view,
+    kept_twin,
     plan_device,
     plan_twin,
     twin_change_view,
@@ -97,15 +98,20 @@ def identity_from_twin(twin: Dict[str, Any]) -> Dict[str, Any]:
 class Known:
     identity: Optional[Dict[str, Any]]  # None: absent
     keys_known: bool = False
-    twin: Optional[Dict[str, Any]] = None
+    twin: Optional[Dict[str, Any]] = None  # as kept_twin keeps it: etag, tags, desired properties
+
+    def __post_init__(self):
+        if self.twin is not None:
+            self.twin = kept_twin(self.twin)
 
 
 @dataclass
 class Outcome:
-    created: List[str] = field(default_factory=list)
-    updated: List[str] = field(default_factory=list)
-    deleted: List[str] = field(default_factory=list)
-    unchanged: List[str] = field(default_factory=list)
+    # sets: a fleet has 100,000 ids, and each is looked up as it settles (the result lists them sorted)
+    created: Set[str] = field(default_factory=set)
+    updated: Set[str] = field(default_factory=set)
+    deleted: Set[str] = field(default_factory=set)
+    unchanged: Set[str] = field(default_factory=set)
     failed: List[Dict[str, Any]] = field(default_factory=list)
     diffs: List[Dict[str, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -292,7 +298,6 @@ class BulkReconciler:
         self.check_mode = check_mode
         self.state: Dict[str, Known] = {}
         self.plans: Dict[str, DevicePlan] = {}
-        self.twin_plans: Dict[str, Dict[str, Any]] = {}
         self.views: Dict[str, tuple] = {}  # device id -> ((twin before, twin after), keys were read)
         self._write_proven = False  # a bulk call of this run succeeded (or was refused per device): rights are fine
         self.jobs = jobs  # the import/export jobs path (storage_container_uri), or None
@@ -819,11 +824,11 @@ class BulkReconciler:
                 planned = [(s, *self.plan(s)) for s in pending]
             entries, by_id, patches = [], {}, []
             for s, plan, twin, known in planned:
-                if plan.action != "none" or twin or s.device_id not in self.plans:
-                    # a re-plan that finds nothing left keeps the plan the task acted on (for the diff)
+                if plan.action != "none" or twin:
+                    # For the diff.  A re-plan that finds nothing left keeps the plan the task acted on; an
+                    # unchanged device keeps nothing (a fleet holds 100,000 of them).
                     self.plans[s.device_id] = plan
-                    if twin or s.device_id not in self.twin_plans:
-                        self.twin_plans[s.device_id] = twin
+                    if twin or s.device_id not in self.views:
                         self.views[s.device_id] = self._twin_views(twin, known.twin), known.keys_known
                 e = self.entry(s, plan, twin, known)
                 if e is not None:
@@ -906,8 +911,8 @@ class BulkReconciler:
                                   "lost); the device now matches: counted as written")
         elif why is not None:
             self.out.notes.append(f"{did}: {why}")
-        elif did not in self.out.unchanged and not self._written(did):
-            self.out.unchanged.append(did)
+        elif not self._written(did):
+            self.out.unchanged.add(did)
 
     def _written(self, did: str) -> bool:
         return did in self.out.created or did in self.out.updated or did in self.out.deleted
@@ -915,8 +920,7 @@ class BulkReconciler:
     def _record(self, did: str, mode: str) -> None:
         bucket = (self.out.created if mode == "create" else self.out.deleted if mode.startswith("delete")
                   else self.out.updated)
-        if did not in bucket:
-            bucket.append(did)
+        bucket.add(did)
 
     def _after_write(self, s: DeviceSpec, plan: DevicePlan) -> None:
         if plan.action == "delete":
@@ -1012,7 +1016,7 @@ class BulkReconciler:
     def diffs(self, detail: str = "summary") -> List[Dict[str, Any]]:
         """Per device before/after (keys redacted, twin keys old beside new).  Above DIFF_SUMMARY_ABOVE changed
         devices, a summary first and the first DIFF_SUMMARY_ABOVE devices in full, unless ``detail="full"``."""
-        changed = sorted(set(self.out.created) | set(self.out.updated) | set(self.out.deleted))
+        changed = sorted(self.out.created | self.out.updated | self.out.deleted)
         out = []
         if detail != "full" and len(changed) > DIFF_SUMMARY_ABOVE:
             counts = {"created": len(self.out.created), "updated": len(self.out.updated), "deleted": len(self.out.deleted)}

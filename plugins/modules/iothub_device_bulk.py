@@ -343,13 +343,14 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     build_hub_client,
     hide_plan_secrets,
     run_module,
+    secret_mask,
 )
 
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
     specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
-                                                        module.no_log_values.add)
+                                                        secret_mask(module).add)
     validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"], p["max_deletes"])
     client = build_hub_client(p, module.warn)
     if p["hub_units"] < 1:
@@ -372,7 +373,7 @@ def run(module: AnsibleModule) -> dict:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
         out = rec.out
-        done = set(out.created) | set(out.updated) | set(out.deleted) | set(out.unchanged)
+        done = out.created | out.updated | out.deleted | out.unchanged
         pending = sorted(s.device_id for s in specs if s.device_id not in done)
         raise ModuleFailure(
             f"{exc}. Applied before the failure: created {len(out.created)}, updated {len(out.updated)}, deleted "
