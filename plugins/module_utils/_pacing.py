@@ -27,16 +27,41 @@ SKU_QUOTAS = {  # per minute per unit: (registry operations, query pages)
 }
 
 
+class WallWait:
+    """The wall-clock seconds during which at least one caller waited: concurrent callers waiting at the same
+    time count once, so the figure never exceeds the run's duration."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.seconds = 0.0
+        self._waiting = 0
+        self._since = 0.0
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._waiting == 0:
+                self._since = self.clock()
+            self._waiting += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self.seconds += self.clock() - self._since
+
+
 class Budget:
     """One quota (registry operations, or query pages): wait until ``cost`` fits in the last minute."""
 
-    def __init__(self, per_minute: Optional[float], clock=time.monotonic, sleep=time.sleep, floor: float = 0.0):
+    def __init__(self, per_minute: Optional[float], clock=time.monotonic, sleep=time.sleep, floor: float = 0.0,
+                 wall: Optional[WallWait] = None):
         self.limit = per_minute * SHARE if per_minute else None  # None: unknown until a 429 teaches it
         self.stated = bool(per_minute)  # the user's figure is trusted: a 429 under it is retried, not learnt from
         self.floor = floor  # the smallest quota any hub has: a learnt one is never lower
         self.clock, self.sleep = clock, sleep
         self.sent: deque = deque()  # (time, cost)
-        self.waited = 0.0
+        self.wall = wall or WallWait(clock)  # shared by a Pacer's budgets: a wait for either counts once
         self.throttled = 0
         self._learnt_at: Optional[float] = None  # when the learnt limit last changed
         self._lock = threading.Lock()
@@ -55,6 +80,11 @@ class Budget:
             self.sent.popleft()
         return sum(cost for _sent_at, cost in self.sent)
 
+    @property
+    def waited(self) -> float:
+        """Wall-clock seconds spent waiting for the quota (for this budget, and the other of its Pacer)."""
+        return self.wall.seconds
+
     def acquire(self, cost: float) -> float:
         """Block until COST fits under the quota, then count it; return the seconds waited."""
         waited = 0.0
@@ -65,7 +95,8 @@ class Budget:
                 used = self._used(now)
                 if self.limit is None or used + cost <= self.limit or not self.sent:
                     self.sent.append((now, cost))
-                    self.waited += waited
+                    if waited:
+                        self.wall.end()
                     return waited
                 # wait until enough of the oldest entries leave the window
                 free_needed = used + cost - self.limit
@@ -76,6 +107,8 @@ class Budget:
                     if freed >= free_needed:
                         break
                 delay = max(0.05, until - now)
+                if not waited:
+                    self.wall.begin()
             self.sleep(delay)
             waited += delay
 
@@ -101,13 +134,14 @@ class Pacer:
     def __init__(self, sku: Optional[str] = None, units: int = 1, clock=time.monotonic, sleep=time.sleep):
         reg, pages = SKU_QUOTAS[sku.upper()] if sku else (None, None)
         least_reg, least_pages = SKU_QUOTAS["S1"]  # one unit of the smallest tiers
-        self.registry = Budget(reg * units if reg else None, clock, sleep, floor=least_reg)
-        self.query = Budget(pages * units if pages else None, clock, sleep, floor=least_pages)
+        wall = WallWait(clock)
+        self.registry = Budget(reg * units if reg else None, clock, sleep, floor=least_reg, wall=wall)
+        self.query = Budget(pages * units if pages else None, clock, sleep, floor=least_pages, wall=wall)
 
     def report(self) -> Dict[str, object]:
         return {
             "registry_operations_per_minute": round(self.registry.limit / SHARE) if self.registry.limit else None,
             "query_pages_per_minute": round(self.query.limit / SHARE) if self.query.limit else None,
-            "waited_seconds": round(self.registry.waited + self.query.waited, 1),
+            "waited_seconds": round(self.registry.waited, 1),  # one wall clock for both budgets
             "throttled_responses": self.registry.throttled + self.query.throttled,
         }

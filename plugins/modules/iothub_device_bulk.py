@@ -309,8 +309,8 @@ requests:
 pacing:
   description:
     - How the task paced itself under the hub's quotas. The per-minute quotas it used (stated by O(hub_sku) and
-      O(hub_units), learnt from a 429, or V(null) when unknown and never met), the seconds it waited for them,
-      and how many 429 answers it met.
+      O(hub_units), learnt from a 429, or V(null) when unknown and never met), the wall-clock seconds during
+      which a call waited for them (concurrent waits count once), and how many 429 answers it met.
   returned: always
   type: dict
   version_added: 1.1.0
