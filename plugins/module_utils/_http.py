@@ -244,14 +244,16 @@ class HttpClient:
 
     def request(self, method: str, path: str, *, json_body=None, headers: dict | None = None,
                 params: dict | None = None, safe: bool, what: str | None = None, url: str | None = None,
-                write: bool | None = None, right: str | None = None, budget=None):
+                write: bool | None = None, right: str | None = None, budget=None, cost: int = 1):
         """Send a request; retry per the rules above; return the final response (any status < 429 except 5xx).
 
         ``safe`` says whether a repeat is harmless (reads, conditional writes).  ``url`` (absolute) overrides
         ``path`` and the api-version, for nextLink paging.  ``write`` (default: any method but GET) says whether
         the request changes state; a POST that only reads (a query) passes ``write=False``.  ``right``: the
         access right the call needs ("RegistryWrite", "RegistryRead+ServiceConnect"), named when it is refused.
-        ``budget``: the quota (``_pacing.Budget``) the call counts against, told of every 429 it meets.
+        ``budget``: the quota (``_pacing.Budget``) the call counts against: every attempt, a retry after a 429
+        included, waits for room for ``cost`` and is counted (a retry that skipped the budget would be invisible
+        to the pacing, and run into the next 429), and the budget is told of every 429.
         """
         is_write = method in WRITE_METHODS if write is None else write
         what = what or f"{method} {path}"
@@ -266,6 +268,9 @@ class HttpClient:
                 h["Content-Type"] = "application/json; charset=utf-8"
             h.update(headers or {})
             response, transport_error, sent = None, None, True
+            if budget is not None:
+                paced = budget.acquire(cost)
+                waited += paced if attempt else 0.0  # pacing before the first attempt is not a retry
             try:
                 self.requests_sent += 1
                 response = self._http.request(method, url or path, params=None if url else query,
@@ -307,9 +312,12 @@ class HttpClient:
             if budget is not None and response is not None and response.status_code == 429:
                 budget.on_throttled()
             delay = self.policy.delay(attempt, response)
+            # the retry also waits for room under the quota (in acquire, at the top of the loop): both count
+            # against the retry budget
+            pacing = budget.delay_for(cost) if budget is not None else 0.0
             if transport_error is not None and _in_chain(transport_error, ConnectionRefusedError) is not None:
                 delay = REFUSED_WAITS[refused - 1] * (0.75 + 0.25 * self.policy.rng.random())
-            if attempt >= self.policy.max_retries or waited + delay > self.policy.budget_seconds:
+            if attempt >= self.policy.max_retries or waited + max(delay, pacing) > self.policy.budget_seconds:
                 reason = (f"gave up after {attempt + 1} attempts and {waited:.1f}s of waiting "
                           f"(max_retries={self.policy.max_retries}, retry_budget_seconds={self.policy.budget_seconds:g})")
                 landed = uncertain or (sent and (response is None or response.status_code != 429))

@@ -73,7 +73,6 @@ class IoTHubClient:
 
     # ----------------------------------------------------------------- identities
     def get_device(self, device_id: str) -> Optional[Dict[str, Any]]:
-        self.pacer.registry.acquire(1)
         r = self.http.request("GET", f"/devices/{_q(device_id)}", safe=True, what=f"GET device {device_id!r}",
                               right="RegistryRead", budget=self.pacer.registry)
         self.counters.add(gets=1, registry_operations=1)
@@ -91,14 +90,12 @@ class IoTHubClient:
         """Create (etag None: no If-Match, 409 if it exists) or replace with If-Match "<etag>"."""
         headers = {"If-Match": f'"{etag}"'} if etag else {}
         what = f"{'update' if etag else 'create'} device {device_id!r}"
-        self.pacer.registry.acquire(1)
         r = self.http.request("PUT", f"/devices/{_q(device_id)}", json_body=body, headers=headers, safe=True, what=what,
                               right="RegistryWrite", budget=self.pacer.registry)
         self.counters.add(writes=1, registry_operations=1)
         return r
 
     def delete_device(self, device_id: str, etag: str):
-        self.pacer.registry.acquire(1)
         r = self.http.request("DELETE", f"/devices/{_q(device_id)}", headers={"If-Match": f'"{etag}"'}, safe=True,
                               what=f"delete device {device_id!r}", right="RegistryWrite", budget=self.pacer.registry)
         self.counters.add(writes=1, registry_operations=1)
@@ -171,10 +168,9 @@ class IoTHubClient:
 
     def bulk(self, entries: List[Dict[str, Any]]):
         """POST /devices with at most 100 conditional entries (a repeat cannot apply twice: safe to retry)."""
-        self.pacer.registry.acquire(len(entries))  # each device of a bulk call counts once
         r = self.http.request("POST", "/devices", json_body=entries, safe=True,
                               what=f"bulk call of {len(entries)} devices", right="RegistryWrite",
-                              budget=self.pacer.registry)
+                              budget=self.pacer.registry, cost=len(entries))  # each device counts once
         self.counters.add(bulk_calls=1, writes=1, registry_operations=len(entries))
         return r
 
@@ -189,7 +185,6 @@ class IoTHubClient:
             headers = {"x-ms-max-item-count": str(page_size)}
             if token:
                 headers["x-ms-continuation"] = token
-            self.pacer.query.acquire(1)
             r = self.http.request("POST", "/devices/query", json_body={"query": text}, headers=headers, safe=True,
                                   what="query", write=False, right="ServiceConnect", budget=self.pacer.query)
             self.counters.add(query_pages=1)

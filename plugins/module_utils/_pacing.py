@@ -64,16 +64,20 @@ class Budget:
         self.wall = wall or WallWait(clock)  # shared by a Pacer's budgets: a wait for either counts once
         self.throttled = 0
         self._learnt_at: Optional[float] = None  # when the learnt limit last changed
+        self._grown = False  # the learnt limit grew since its last 429
+        self._settled = False  # a grown limit met a 429: the hub's quota is known, growing again would overshoot
         self._lock = threading.Lock()
 
     def _recover(self, now: float) -> None:
         """A learnt limit grows by half for every full window without a 429: one 429 that was a blip (or another
-        job that has finished) does not slow the rest of a long run for good."""
-        if self._learnt_at is None or self.limit is None:
+        job that has finished) does not slow the rest of a long run for good.  Once a grown limit meets a 429,
+        the hub's quota is known and the limit stays (growing again would run into the same 429s each minute)."""
+        if self._learnt_at is None or self.limit is None or self._settled:
             return
         while now - self._learnt_at >= WINDOW_SECONDS + SLACK_SECONDS:
             self.limit *= RECOVERY
             self._learnt_at += WINDOW_SECONDS + SLACK_SECONDS
+            self._grown = True
 
     def _used(self, now: float) -> float:
         while self.sent and self.sent[0][0] <= now - WINDOW_SECONDS - SLACK_SECONDS:
@@ -85,28 +89,39 @@ class Budget:
         """Wall-clock seconds spent waiting for the quota (for this budget, and the other of its Pacer)."""
         return self.wall.seconds
 
+    def _delay(self, cost: float, now: float) -> float:
+        """Seconds until COST fits in the window (0: it fits now).  Called with the lock held."""
+        self._recover(now)
+        used = self._used(now)
+        if self.limit is None or used + cost <= self.limit or not self.sent:
+            return 0.0
+        # wait until enough of the oldest entries leave the window
+        free_needed = used + cost - self.limit
+        freed, until = 0.0, now
+        for t, c in self.sent:
+            freed += c
+            until = t + WINDOW_SECONDS + SLACK_SECONDS
+            if freed >= free_needed:
+                break
+        return max(0.05, until - now)
+
+    def delay_for(self, cost: float) -> float:
+        """Seconds until COST would fit, without waiting (a retry weighs it against its retry budget)."""
+        with self._lock:
+            return self._delay(cost, self.clock())
+
     def acquire(self, cost: float) -> float:
         """Block until COST fits under the quota, then count it; return the seconds waited."""
         waited = 0.0
         while True:
             with self._lock:
                 now = self.clock()
-                self._recover(now)
-                used = self._used(now)
-                if self.limit is None or used + cost <= self.limit or not self.sent:
+                delay = self._delay(cost, now)
+                if not delay:
                     self.sent.append((now, cost))
                     if waited:
                         self.wall.end()
                     return waited
-                # wait until enough of the oldest entries leave the window
-                free_needed = used + cost - self.limit
-                freed, until = 0.0, now
-                for t, c in self.sent:
-                    freed += c
-                    until = t + WINDOW_SECONDS + SLACK_SECONDS
-                    if freed >= free_needed:
-                        break
-                delay = max(0.05, until - now)
                 if not waited:
                     self.wall.begin()
             self.sleep(delay)
@@ -125,6 +140,7 @@ class Budget:
             used = max(self._used(now), self.floor)
             if used > 0 and (self.limit is None or used * SHARE < self.limit):
                 self.limit = used * SHARE
+            self._settled = self._settled or self._grown
             self._learnt_at = now
 
 

@@ -98,6 +98,9 @@ def test_a_learnt_quota_grows_back_after_quiet_minutes_and_falls_at_the_next_429
     assert budget.limit == pytest.approx(285 * 1.5 ** 3)
     budget.on_throttled()  # a 429 again: back to what went through in the last minute (at least the floor)
     assert budget.limit == pytest.approx(100 * 0.95)
+    fake.now += 5 * 61  # a grown limit met a 429: the quota is known, and quiet minutes no longer raise it
+    budget.acquire(1)
+    assert budget.limit == pytest.approx(100 * 0.95)
 
 
 def test_after_a_429_nothing_more_goes_until_the_minute_that_tripped_it_has_passed():
