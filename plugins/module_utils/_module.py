@@ -148,7 +148,9 @@ class SecretMask:
     def text(self, text: str) -> str:
         if text in self.values:
             return NO_LOG_PLACEHOLDER
-        hits = {text[i:i + n] for n in self.lengths for i in range(len(text) - n + 1)} & self.values
+        values = self.values
+        hits = {piece for n in self.lengths for piece in (text[i:i + n] for i in range(len(text) - n + 1))
+                if piece in values}  # one substring at a time: a long text is never copied per position
         for hit in sorted(hits, key=len, reverse=True):
             text = text.replace(hit, REDACTED)
         return text
