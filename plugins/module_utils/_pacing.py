@@ -64,7 +64,7 @@ class Budget:
         self.wall = wall or WallWait(clock)  # shared by a Pacer's budgets: a wait for either counts once
         self.throttled = 0
         self._learnt_at: Optional[float] = None  # when the learnt limit last changed
-        self._grown = False  # the learnt limit grew since its last 429
+        self._grown = False  # the learnt limit has grown at least once (a 429 after that settles it)
         self._settled = False  # a grown limit met a 429: the hub's quota is known, growing again would overshoot
         self._lock = threading.Lock()
 

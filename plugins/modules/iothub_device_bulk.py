@@ -128,7 +128,7 @@ options:
         B3 and S3 allow 5,000 and 1,000.
       - Without it the quota is learnt from the first 429 (what went through in the minute before it, at least
         one S1 unit's quota), and the rest of the run is paced under it; each minute without a 429 lets the learnt
-        quota grow back by half. With it, the stated quota stands, and a 429 (another job sharing the hub) is retried
+        quota grow back by half, until a grown quota meets a 429 and stays. With it, the stated quota stands, and a 429 (another job sharing the hub) is retried
         with the usual backoff. Jobs that share a hub should each state their share through O(hub_units).
     type: str
     choices: [F1, B1, B2, B3, S1, S2, S3]
