@@ -17,11 +17,11 @@ first.  Twin-only changes need no GET.
 
 from __future__ import annotations
 
-import copy
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
     AmbiguousWriteError,
@@ -46,6 +46,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
     DevicePlan,
+    SECRET_FIELDS,
     PlanError,
     display_view,
     kept_twin,
@@ -56,6 +57,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import TWIN_SECTION_LIMITS, section_size
 
 MAX_BATCH = 100
+PLAN_CHUNK = 1000  # devices planned at a time (their plans are dropped once their writes are collected)
 MAX_ROUNDS = 4  # rounds of re-read and re-plan after conflicts (one more carries an update's twin)
 DIFF_SUMMARY_ABOVE = 50
 PRUNE_QUERY_PREFIX = "SELECT * FROM devices WHERE "
@@ -94,15 +96,109 @@ def identity_from_twin(twin: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-@dataclass
-class Known:
-    identity: Optional[Dict[str, Any]]  # None: absent
-    keys_known: bool = False
-    twin: Optional[Dict[str, Any]] = None  # as kept_twin keeps it: etag, tags, desired properties
+_SHARED: Dict[str, Dict[str, Any]] = {}  # canonical JSON -> one dict shared by every twin section equal to it
+_SHARED_MAX = 4096
 
-    def __post_init__(self):
-        if self.twin is not None:
-            self.twin = kept_twin(self.twin)
+
+def _shared_section(section: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A twin section (tags, desired properties) as one object shared by the devices whose section is equal (a
+    fleet's 100,000 devices mostly carry the same few tag sets); None for an empty one.  Shared sections are
+    never changed in place: planning copies what it changes (merge_patch)."""
+    if not section:
+        return None
+    key = json.dumps(section, sort_keys=True, separators=(",", ":"))
+    if len(key) > 512:
+        return section
+    shared = _SHARED.get(key)
+    if shared is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            return section
+        shared = _SHARED[key] = section
+    return shared
+
+
+class Known:
+    """What the reconciler knows of one device: its identity (None: absent), whether its keys were read (a query
+    carries none), its twin as ``kept_twin`` keeps it (etag, tags, desired properties; None: not read).
+
+    A fleet holds 100,000 of these while it plans, so they are packed: the identity as a tuple of the fields a
+    bulk entry and a plan use (``EXPORT_FIELDS``, the etag and the id), the twin as (etag, tags, desired) with
+    equal sections shared.  ``identity`` and ``twin`` rebuild dicts on each access (read them once per use)."""
+
+    __slots__ = ("_identity", "keys_known", "_twin")
+
+    def __init__(self, identity: Optional[Dict[str, Any]], keys_known: bool = False,
+                 twin: Optional[Dict[str, Any]] = None):
+        self._identity = None if identity is None else _pack_identity(identity)
+        self.keys_known = keys_known
+        self._twin = None
+        if twin is not None:
+            kept = kept_twin(twin)
+            self._twin = (kept["etag"], _shared_section(kept["tags"]), _shared_section(kept["properties"]["desired"]))
+
+    @property
+    def identity(self) -> Optional[Dict[str, Any]]:
+        if self._identity is None:
+            return None
+        did, etag, status, reason, auth, pk, sk, pt, st, edge, scope, parents = self._identity
+        authentication: Dict[str, Any] = {"type": auth, "symmetricKey": {"primaryKey": pk, "secondaryKey": sk},
+                                          "x509Thumbprint": {"primaryThumbprint": pt, "secondaryThumbprint": st}}
+        return {"deviceId": did, "etag": etag, "status": status, "statusReason": reason,
+                "authentication": authentication, "capabilities": {"iotEdge": edge}, "deviceScope": scope,
+                "parentScopes": list(parents)}
+
+    @property
+    def exists(self) -> bool:
+        return self._identity is not None
+
+    @property
+    def device_scope(self) -> Optional[str]:
+        """deviceScope as read: an edge device's own scope, a leaf's parent scope."""
+        return self._identity[10] if self._identity is not None else None
+
+    @property
+    def edge(self) -> bool:
+        return self._identity is not None and self._identity[9]
+
+    @property
+    def edge_scope(self) -> Optional[str]:
+        """The device's own scope when it is an IoT Edge device with one, else None."""
+        ident = self._identity
+        return ident[10] or None if ident is not None and ident[9] else None
+
+    def without_twin(self) -> "Known":
+        """The same identity, with the twin forgotten (it was written: what was read of it is stale)."""
+        out = Known(None, self.keys_known, None)
+        out._identity = self._identity
+        return out
+
+    @property
+    def twin(self) -> Optional[Dict[str, Any]]:
+        if self._twin is None:
+            return None
+        etag, tags, desired = self._twin
+        return {"etag": etag, "tags": tags or {}, "properties": {"desired": desired or {}}}
+
+
+def _pack_identity(identity: Dict[str, Any]) -> tuple:
+    auth = identity.get("authentication") or {}
+    keys = auth.get("symmetricKey") or {}
+    tps = auth.get("x509Thumbprint") or {}
+    return (identity["deviceId"], identity.get("etag"), identity.get("status") or "enabled", identity.get("statusReason"),
+            auth.get("type") or "sas", keys.get("primaryKey") or None, keys.get("secondaryKey") or None,
+            tps.get("primaryThumbprint") or None, tps.get("secondaryThumbprint") or None,
+            bool((identity.get("capabilities") or {}).get("iotEdge")), identity.get("deviceScope"),
+            tuple(identity.get("parentScopes") or ()))
+
+
+class Pending(NamedTuple):
+    """A write on its way: what converge needs once its answer comes (the plan itself is not kept)."""
+    spec: DeviceSpec
+    action: str  # the plan's action
+    mode: str  # the entry's import mode
+    successor: Optional[Known]  # the state once it lands (check mode: as predicted)
+    twin_follows: bool  # an identity update whose twin goes in the next call
+    stale: bool  # a new edge device whose scope only a read tells
 
 
 @dataclass
@@ -281,7 +377,10 @@ class BulkReconciler:
                  batch_size: int = MAX_BATCH, max_concurrency: int = 4, check_mode: bool = False,
                  prune_children: bool = False, prune_descendants: bool = False, orphan_children: bool = False,
                  max_deletes: Optional[int] = None, declares_children: Optional[set] = None,
-                 deployments: Optional[Dict[str, Any]] = None, jobs=None):
+                 deployments: Optional[Dict[str, Any]] = None, jobs=None, keep_diffs: bool = True,
+                 hide: Optional[Callable[[str], None]] = None):
+        self.keep_diffs = keep_diffs  # keep the changed devices' plans for diffs()
+        self.hide = hide  # called with every key a changed device's plan saw (the module masks them)
         self.prune_children = prune_children
         self.prune_descendants = prune_descendants
         self.orphan_children = orphan_children
@@ -297,8 +396,9 @@ class BulkReconciler:
         self.max_concurrency = max_concurrency
         self.check_mode = check_mode
         self.state: Dict[str, Known] = {}
-        self.plans: Dict[str, DevicePlan] = {}
-        self.views: Dict[str, tuple] = {}  # device id -> ((twin before, twin after), keys were read)
+        self.plans: Dict[str, DevicePlan] = {}  # with keep_diffs: device id -> the plan the task acted on
+        self.views: Dict[str, tuple] = {}  # with keep_diffs: device id -> ((twin before, twin after), keys were read)
+        self._stale: Set[str] = set()  # edge devices written in this run whose scope only a read tells
         self._write_proven = False  # a bulk call of this run succeeded (or was refused per device): rights are fine
         self.jobs = jobs  # the import/export jobs path (storage_container_uri), or None
         self.read_current = False  # True when the state was read by an export job (current, not a lagging index)
@@ -317,7 +417,7 @@ class BulkReconciler:
 
     def _remember(self, twin: Dict[str, Any]) -> str:
         did = twin["deviceId"]
-        if did not in self.state or self.state[did].identity is None:
+        if did not in self.state or not self.state[did].exists:
             self.state[did] = Known(identity_from_twin(twin), False, twin)
         return did
 
@@ -354,10 +454,7 @@ class BulkReconciler:
 
     def _edge_scope(self, did: str) -> Optional[str]:
         known = self.state.get(did)
-        ident = known.identity if known else None
-        if ident and ident["capabilities"].get("iotEdge") and ident.get("deviceScope"):
-            return ident["deviceScope"]
-        return None
+        return known.edge_scope if known else None
 
     def prunable(self) -> List[str]:
         """The declared, existing edge devices whose undeclared direct children ``prune_children`` deletes.
@@ -407,7 +504,7 @@ class BulkReconciler:
 
     def _exists(self, did: str) -> bool:
         known = self.state.get(did)
-        return bool(known and known.identity is not None)
+        return bool(known and known.exists)
 
     def _refuse_orphans(self, deleting: set) -> None:
         gateways = sorted(d for d in deleting if self._edge_scope(d))
@@ -476,9 +573,10 @@ class BulkReconciler:
         devices are kept.  The export is current (no query index lag), and with keys it spares the GETs a SAS
         device's rewrite otherwise needs."""
         keys = self.jobs.export_keys(self.specs)
+        canonical = {did: did for did in wanted}  # the state is keyed by the declared id strings (no second copy)
         for line in self.jobs.export(keys, devices=len(wanted)):
-            did = line.get("id")
-            if did in wanted and not line.get("moduleId"):
+            did = canonical.get(line.get("id"))
+            if did is not None and not line.get("moduleId"):
                 identity, twin = from_export_line(line)
                 self.state[did] = Known(identity, keys, twin)
         self.read_current = True
@@ -545,7 +643,7 @@ class BulkReconciler:
         """After the read, before any write: every referenced parent exists (or is declared) and is edge."""
         problems = []
         missing = [s.parent for s in self.specs if s.state == "present" and s.parent and s.parent not in self.by_id
-                   and self.state[s.parent].identity is None]
+                   and not self.state[s.parent].exists]
         if missing:
             self.refresh(missing)  # the query index lags: confirm with GET before calling a parent missing
         for s in self.specs:
@@ -557,21 +655,21 @@ class BulkReconciler:
                 continue
             declared = self.by_id.get(s.parent)
             known = self.state.get(s.parent)
-            current_edge = bool(known and known.identity and known.identity["capabilities"].get("iotEdge"))
+            current_edge = bool(known and known.edge)
             if declared is not None:
-                if declared.edge_enabled is None and not current_edge and known and known.identity is not None:
+                if declared.edge_enabled is None and not current_edge and known and known.exists:
                     problems.append(f"{s.device_id!r}: parent {s.parent!r} is not an IoT Edge device; declare it "
                                     "with edge_enabled=true")
-                elif declared.edge_enabled is None and (known is None or known.identity is None):
+                elif declared.edge_enabled is None and (known is None or not known.exists):
                     problems.append(f"{s.device_id!r}: parent {s.parent!r} is declared without edge_enabled=true "
                                     "and does not exist yet; declare it with edge_enabled=true")
                 continue
             if self.check_mode and not current_edge:
-                why = "does not exist" if known is None or known.identity is None else "is not an IoT Edge device"
+                why = "does not exist" if known is None or not known.exists else "is not an IoT Edge device"
                 self.out.warnings.append(f"{s.device_id}: parent {s.parent!r} {why} (yet); check mode assumes an "
                                          "earlier task makes it an edge device. If it is a typo, the real run will fail")
                 continue
-            if known is None or known.identity is None:
+            if known is None or not known.exists:
                 problems.append(f"{s.device_id!r}: parent {s.parent!r} does not exist; declare it in devices or "
                                 "create it first")
             elif not current_edge:
@@ -626,9 +724,9 @@ class BulkReconciler:
 
     def _moves(self, s: DeviceSpec) -> bool:
         known = self.state.get(s.device_id)
-        if known is None or known.identity is None:
+        if known is None or not known.exists:
             return True
-        if s.edge_enabled and not known.identity["capabilities"].get("iotEdge"):
+        if s.edge_enabled and not known.edge:
             return True
         current = (known.identity.get("parentScopes") or [None])[0]
         return s.parent is not None and (self._edge_scope(s.parent) if s.parent else None) != current
@@ -681,7 +779,7 @@ class BulkReconciler:
         if s.parent is None or s.parent == "":
             return s.parent
         known = self.state.get(s.parent)
-        scope = known.identity.get("deviceScope") if known and known.identity else None
+        scope = known.device_scope if known else None
         if scope:
             return scope
         if self.check_mode:
@@ -703,7 +801,7 @@ class BulkReconciler:
         return plan, twin, known
 
     def needs_get(self, s: DeviceSpec, plan: DevicePlan, known: Known) -> bool:
-        if known.keys_known or known.identity is None or s.state != "present":
+        if known.keys_known or not known.exists or s.state != "present":
             return False
         if s.primary_key is not None or s.secondary_key is not None:
             return True  # declared keys must be compared with the hub's
@@ -711,7 +809,8 @@ class BulkReconciler:
 
     # --------------------------------------------------------------- writes
     def entry(self, s: DeviceSpec, plan: DevicePlan, twin: Dict[str, Any], known: Known) -> Optional[Dict[str, Any]]:
-        """The bulk entry for a device, or None (nothing to write in a bulk call).
+        """The bulk entry for a device, or None (nothing to write in a bulk call).  It shares the plan's values: it is
+        serialized at once, never changed.
 
         Twin data travels in a create entry (the import docs define it for the create modes), or in its own
         updateTwinIfMatchETag entry carrying the complete intended sections, so that a hub that merges and a
@@ -724,7 +823,7 @@ class BulkReconciler:
                 e["eTag"] = plan.etag
             for k in EXPORT_FIELDS:
                 if k in plan.body and not (k == "deviceScope" and plan.body[k] is None):
-                    e[k] = copy.deepcopy(plan.body[k])
+                    e[k] = plan.body[k]
             if plan.action == "create":
                 self._twin_fields(e, twin)
             return e
@@ -741,9 +840,9 @@ class BulkReconciler:
     def _twin_fields(e: Dict[str, Any], twin: Dict[str, Any]) -> None:
         full = twin.get("full") or {}
         if "tags" in full:
-            e["tags"] = copy.deepcopy(full["tags"])
+            e["tags"] = full["tags"]
         if "desired" in full:
-            e["properties"] = {"desired": copy.deepcopy(full["desired"])}
+            e["properties"] = {"desired": full["desired"]}
 
     def patch_twins(self, todo: List[tuple]) -> Dict[str, Optional[str]]:
         """Twin PATCHes (with If-Match of the twin etag read) for the twins that lose keys: {id: None when applied,
@@ -769,13 +868,14 @@ class BulkReconciler:
             return s.device_id, (str(error_from_response(r, f"update twin of {s.device_id!r}")), maybe)
         return dict(self._pool(one, todo))
 
-    def send(self, entries: List[Dict[str, Any]]) -> Dict[str, tuple]:
-        """Write the entries: through an import job when there are many (storage_container_uri), else bulk calls."""
+    def send(self, entries: List[tuple]) -> Dict[str, tuple]:
+        """Write the entries ((device id, import mode, JSON) each): through an import job when there are many
+        (storage_container_uri), else bulk calls.  {device id: (error or None when applied, maybe_applied)}."""
         if self.jobs is not None and entries and self.jobs.write_by_import(len(entries)):
             return self.jobs.import_entries(entries)
         return self.send_bulk(entries)
 
-    def send_bulk(self, entries: List[Dict[str, Any]]) -> Dict[str, tuple]:
+    def send_bulk(self, entries: List[tuple]) -> Dict[str, tuple]:
         """POST /devices in chunks: {device id: (error or None when applied, maybe_applied)}.
 
         ``maybe_applied``: an earlier attempt of the call reached the hub unanswered, so an entry refused now
@@ -784,27 +884,27 @@ class BulkReconciler:
 
         def post(chunk):
             try:
-                r = self.client.bulk(chunk)
+                r = self.client.bulk([json.loads(text) for _did, _mode, text in chunk])
             except AuthorizationError:
                 raise  # the whole call was refused for a missing right: every other call would be too; stop
             except IoTApiError as exc:  # retries exhausted: this chunk is not confirmed, the others stand
                 lost = isinstance(exc, AmbiguousWriteError)
-                return {e["id"]: ({"deviceId": e["id"], "errorCode": exc.code or "RequestFailed",
-                                   "errorStatus": f"{exc} (not confirmed; a re-run converges)",
-                                   "operation": e["importMode"]}, lost) for e in chunk}
+                return {did: ({"deviceId": did, "errorCode": exc.code or "RequestFailed",
+                               "errorStatus": f"{exc} (not confirmed; a re-run converges)", "operation": mode}, lost)
+                        for did, mode, _text in chunk}
             maybe = maybe_applied(r)
             if r.status_code == 200:
-                return {e["id"]: (None, maybe) for e in chunk}
+                return {did: (None, maybe) for did, _mode, _text in chunk}
             try:
                 body = r.json()
             except ValueError:
                 body = None
             if r.status_code == 400 and isinstance(body, dict) and "isSuccessful" in body:
                 errors = {err.get("deviceId"): err for err in body.get("errors") or []}
-                return {e["id"]: (errors.get(e["id"]), maybe) for e in chunk}
+                return {did: (errors.get(did), maybe) for did, _mode, _text in chunk}
             err = error_from_response(r, f"bulk call of {len(chunk)} devices")
-            return {e["id"]: ({"deviceId": e["id"], "errorCode": err.code or f"HTTP{r.status_code}",
-                               "errorStatus": str(err), "operation": e["importMode"]}, maybe) for e in chunk}
+            return {did: ({"deviceId": did, "errorCode": err.code or f"HTTP{r.status_code}",
+                           "errorStatus": str(err), "operation": mode}, maybe) for did, mode, _text in chunk}
         results: Dict[str, tuple] = {}
         if len(chunks) > 1 and not self._write_proven:
             # The first call goes alone: a credential without the right is refused once, not once per chunk.
@@ -817,37 +917,22 @@ class BulkReconciler:
     def converge(self, specs: List[DeviceSpec]) -> None:
         pending = list(specs)
         for round_no in range(1, MAX_ROUNDS + 2):
-            planned = [(s, *self.plan(s)) for s in pending]
-            need = [s.device_id for s, plan, _twin, known in planned if self.needs_get(s, plan, known)]
-            if need:
-                self.refresh(need)
-                planned = [(s, *self.plan(s)) for s in pending]
-            entries, by_id, patches = [], {}, []
-            for s, plan, twin, known in planned:
-                if plan.action != "none" or twin:
-                    # For the diff.  A re-plan that finds nothing left keeps the plan the task acted on; an
-                    # unchanged device keeps nothing (a fleet holds 100,000 of them).
-                    self.plans[s.device_id] = plan
-                    if twin or s.device_id not in self.views:
-                        self.views[s.device_id] = self._twin_views(twin, known.twin), known.keys_known
-                e = self.entry(s, plan, twin, known)
-                if e is not None:
-                    entries.append(e)
-                    by_id[s.device_id] = (s, plan, e, twin)
-                elif twin and plan.action == "none":
-                    patches.append((s, twin, known))
-                else:
-                    self._settled(s.device_id)
+            entries: List[tuple] = []  # (device id, import mode, the entry as JSON): what send() writes
+            by_id: Dict[str, Pending] = {}
+            patches: List[tuple] = []
+            for start in range(0, len(pending), PLAN_CHUNK):
+                self._plan_chunk(pending[start:start + PLAN_CHUNK], entries, by_id, patches)
             if self.check_mode:
-                creates = sorted(did for did, (_s, plan, _e, _t) in by_id.items() if plan.action == "create")
+                creates = sorted(did for did, p in by_id.items() if p.action == "create")
                 if creates and round_no == 1 and not self.read_current:
                     # The query index lags: a device created moments ago is invisible to it.  The real run
                     # reconciles that; check mode must not predict a create it would not make: confirm with GET.
                     self.refresh(creates, with_twin=True)
                     continue
-                for did, (s, plan, e, _t) in by_id.items():
-                    self._record(did, e["importMode"])
-                    self._predict(s, plan)
+                for did, p in by_id.items():
+                    self._record(did, p.mode)
+                    if p.action in ("create", "update"):
+                        self.state[did] = p.successor  # what the write would leave (children plan against it)
                 for s, _twin, _known in patches:
                     self._record(s.device_id, "updateTwin")
                 return
@@ -856,31 +941,33 @@ class BulkReconciler:
             last = round_no >= MAX_ROUNDS
             retry, to_refresh = [], []
             for did, (err, maybe) in self.send(entries).items():
-                s, plan, e, twin = by_id[did]
+                p = by_id[did]
                 if err is None:
-                    self._record(did, e["importMode"])
-                    self._after_write(s, plan)
-                    if plan.action == "update" and twin:
-                        retry.append(s)  # the twin follows in the next call (never inside an identity update)
+                    self._record(did, p.mode)
+                    self.state[did] = p.successor
+                    if p.stale:
+                        self._stale.add(did)  # a new edge device's scope is known only after a read
+                    if p.twin_follows:
+                        retry.append(p.spec)  # the twin follows in the next call (never inside an identity update)
                     continue
                 if maybe:
-                    self.maybe_written.setdefault(did, e["importMode"])
+                    self.maybe_written.setdefault(did, p.mode)
                 code = err.get("errorCode")
-                if code == "DeviceNotFound" and e["importMode"] == "deleteIfMatchETag":
+                if code == "DeviceNotFound" and p.mode == "deleteIfMatchETag":
                     self.state[did] = Known(None, True, None)
                     self._settled(did, "already deleted")
                     continue
                 if code in RECONCILE_CODES and not last:
-                    self.out.notes.append(f"{did}: {code} on {e['importMode']}; re-read and re-planned")
-                    retry.append(s)
+                    self.out.notes.append(f"{did}: {code} on {p.mode}; re-read and re-planned")
+                    retry.append(p.spec)
                     to_refresh.append(did)
                     continue
-                self._fail(did, code, err.get("errorStatus"), err.get("operation") or e["importMode"], maybe)
+                self._fail(did, code, err.get("errorStatus"), err.get("operation") or p.mode, maybe)
             for did, (err, maybe) in self.patch_twins(patches).items():
                 s = self.by_id[did]
                 if err is None:
                     self._record(did, "updateTwin")
-                    self.state[did] = Known(self.state[did].identity, self.state[did].keys_known, None)
+                    self.state[did] = self.state[did].without_twin()
                     continue
                 if maybe:
                     self.maybe_written.setdefault(did, "updateTwin")
@@ -896,6 +983,63 @@ class BulkReconciler:
             pending = retry
             if not pending:
                 return
+
+    def _plan_chunk(self, chunk: List[DeviceSpec], entries: List[tuple], by_id: Dict[str, "Pending"],
+                    patches: List[tuple]) -> None:
+        """Plan CHUNK (again after a GET, where keys must be read first) and collect its writes.  Planning goes
+        a chunk at a time and an unchanged device keeps nothing: a fleet's 100,000 plans are never held at once,
+        and a write keeps only its entry (as JSON) and what the state becomes once it lands."""
+        planned = [(s, *self.plan(s)) for s in chunk]
+        need = [s.device_id for s, plan, _twin, known in planned if self.needs_get(s, plan, known)]
+        if need:
+            self.refresh(need)
+            planned = [(s, *self.plan(s)) for s in chunk]
+        for s, plan, twin, known in planned:
+            if plan.action != "none" or twin:
+                self._keep_for_diff(s.device_id, plan, twin, known)
+            e = self.entry(s, plan, twin, known)
+            if e is not None:
+                entries.append((s.device_id, e["importMode"], json.dumps(e, separators=(",", ":"))))
+                by_id[s.device_id] = Pending(s, plan.action, e["importMode"], self._successor(s, plan, known),
+                                             plan.action == "update" and bool(twin),
+                                             plan.action in ("create", "update") and plan.after["edge_enabled"]
+                                             and not (plan.body or {}).get("deviceScope"))
+            elif twin and plan.action == "none":
+                patches.append((s, twin, known))
+            else:
+                self._settled(s.device_id)
+
+    def _keep_for_diff(self, did: str, plan: DevicePlan, twin: Dict[str, Any], known: Known) -> None:
+        """The keys a changed device's plan saw go to ``hide``; its plan and twin views are kept for the diff only
+        when one is asked for.  A re-plan that finds nothing left keeps the plan the task acted on."""
+        if self.hide is not None:
+            for view in (plan.before, plan.after):
+                for key in SECRET_FIELDS:
+                    if view and view.get(key):
+                        self.hide(view[key])
+        if self.keep_diffs:
+            self.plans[did] = plan
+            if twin or did not in self.views:
+                self.views[did] = self._twin_views(twin, known.twin), known.keys_known
+
+    def _successor(self, s: DeviceSpec, plan: DevicePlan, known: Known) -> Optional[Known]:
+        """What the reconciler knows of the device once the plan's write lands (in check mode: what it predicts,
+        with a planned scope for a new edge device, so that its children plan against it)."""
+        if plan.action == "delete":
+            return Known(None, True, None)
+        if self.check_mode:
+            if plan.action not in ("create", "update"):
+                return None
+            body = dict(plan.body)
+            if plan.after["edge_enabled"] and not body.get("deviceScope"):
+                body["deviceScope"] = planned_scope(s.device_id)
+            return Known(body, True, None)
+        if plan.action == "create":
+            return Known(None, False, None)  # its etag, keys and scope are the hub's: read again when needed
+        if plan.action == "update":
+            # An identity write leaves the twin (and its etag) as it was: keep it for the twin that follows.
+            return Known(plan.body, known.keys_known, known.twin)
+        return known.without_twin()  # a twin-only entry: the identity stays
 
     def _fail(self, did: str, code: Optional[str], status: Optional[str], operation: str, maybe: bool) -> None:
         if maybe:
@@ -922,28 +1066,8 @@ class BulkReconciler:
                   else self.out.updated)
         bucket.add(did)
 
-    def _after_write(self, s: DeviceSpec, plan: DevicePlan) -> None:
-        if plan.action == "delete":
-            self.state[s.device_id] = Known(None, True, None)
-        else:
-            body = None if plan.action == "create" else plan.body
-            old = self.state.get(s.device_id)
-            # An identity write leaves the twin (and its etag) as it was: keep it for the twin that follows.
-            self.state[s.device_id] = Known(body, body is not None and old is not None and old.keys_known,
-                                            old.twin if old is not None and body is not None else None)
-            if body is None or not body.get("deviceScope"):
-                self._stale.add(s.device_id)  # a new edge device's scope is known only after a read
-
-    def _predict(self, s: DeviceSpec, plan: DevicePlan) -> None:
-        if plan.action in ("create", "update"):
-            body = dict(plan.body)
-            if plan.after["edge_enabled"] and not body.get("deviceScope"):
-                body["deviceScope"] = planned_scope(s.device_id)
-            self.state[s.device_id] = Known(body, True, None)
-
     # ------------------------------------------------------------------ run
     def run(self) -> Outcome:
-        self._stale = set()
         candidates = self.read()
         self.check_parents(candidates)
         self.check_topology()
@@ -959,7 +1083,7 @@ class BulkReconciler:
                     self.refresh(stale)
         if not self.check_mode:
             unknown = [s.device_id for s in self.specs if s.state == "present" and self._is_edge(s.device_id)
-                       and not (self.state[s.device_id].identity or {}).get("deviceScope")]
+                       and not self.state[s.device_id].device_scope]
             if unknown:
                 self.refresh(unknown)
         for s in self.specs:
@@ -974,7 +1098,7 @@ class BulkReconciler:
         if s.edge_enabled is not None:
             return s.edge_enabled
         k = self.state.get(did)
-        return bool(k and k.identity and k.identity["capabilities"].get("iotEdge"))
+        return bool(k and k.edge)
 
     def edge_devices(self) -> List[Dict[str, Any]]:
         """Every declared edge device with its scope (None when unknown, e.g. in check mode), declared children, its
@@ -994,7 +1118,7 @@ class BulkReconciler:
         for s in self.specs:
             if s.state != "present" or not self._is_edge(s.device_id):
                 continue
-            scope = (self.state[s.device_id].identity or {}).get("deviceScope")
+            scope = self.state[s.device_id].device_scope
             if is_planned_scope(scope):
                 scope = None
             out.append({"device_id": s.device_id, "device_scope": scope, "parent": s.parent or None,

@@ -229,27 +229,33 @@ class FleetJobs:
         finally:
             self._delete(name)  # it may hold keys: it does not stay in the container
 
-    def import_entries(self, entries: List[Dict[str, Any]]) -> Dict[str, tuple]:
-        """Write bulk entries as an import job's devices.txt; {device id: (error or None, maybe_applied)}."""
+    def import_entries(self, entries: List[tuple]) -> Dict[str, tuple]:
+        """Write bulk entries ((device id, import mode, JSON) each) as an import job's devices.txt;
+        {device id: (error or None, maybe_applied)}."""
         name = f"fleet-import-{self.uid}-{len(self.runner.records)}.txt"
-        self.container.upload_lines(name, (json.dumps(e, separators=(",", ":")) for e in entries))
+        self.container.upload_lines(name, (text for _did, _mode, text in entries))
         try:
             self.runner.run({"type": "import", "inputBlobContainerUri": self.uri, "outputBlobContainerUri": self.uri,
                              "inputBlobName": name}, len(entries))
         except JobFailed as exc:
-            return {e["id"]: ({"deviceId": e["id"], "errorCode": "ImportJobFailed", "errorStatus": str(exc),
-                               "operation": e["importMode"]}, True) for e in entries}
+            return {did: ({"deviceId": did, "errorCode": "ImportJobFailed", "errorStatus": str(exc),
+                           "operation": mode}, True) for did, mode, _text in entries}
         finally:
             self._delete(name)
         errors: Dict[str, Dict[str, Any]] = {}
-        modes = {e["id"]: e["importMode"] for e in entries}
         for err in json_lines(self.container.lines("importErrors.log")):
             did = err.get("deviceId") or err.get("id")
             code = err.get("errorCode")
             name_ = IMPORT_ERROR_NAMES.get(int(str(code)[:3])) if str(code)[:3].isdigit() else None
             errors[did] = {"deviceId": did, "errorCode": name_ or str(code), "errorStatus": err.get("errorStatus"),
-                           "operation": modes.get(did)}
-        return {e["id"]: (errors.get(e["id"]), False) for e in entries}
+                           "operation": None}
+        out: Dict[str, tuple] = {}
+        for did, mode, _text in entries:
+            err = errors.get(did)
+            if err is not None:
+                err["operation"] = mode
+            out[did] = (err, False)
+        return out
 
     def _delete(self, name: str) -> None:
         try:

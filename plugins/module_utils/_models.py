@@ -177,8 +177,11 @@ class _IdentitySpec:
     A plain class, not a pydantic model: a module's options arrive checked by the argument spec, and bulk
     entries are checked here (types, choices, unknown keys) with the same rules, so no task pays pydantic's
     import and model building (about 0.1 s) to validate one identity.  Each option's kind is one of ``str``,
-    ``bool``, ``dict`` or a tuple of allowed values; ``None`` is always allowed for an optional option."""
+    ``bool``, ``dict`` or a tuple of allowed values; ``None`` is always allowed for an optional option.
+    Slotted: a fleet declares 100,000 of them."""
 
+    __slots__ = ("device_id", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
+                 "secondary_thumbprint", "tags", "desired_properties", "rotate_keys")
     OPTIONS: Dict[str, Tuple[Any, Any]] = {  # option -> (kind, default)
         "device_id": (str, REQUIRED),
         "state": (("present", "absent"), "present"),
@@ -281,6 +284,7 @@ def _of_kind(value: Any, kind: Any) -> Tuple[Any, Optional[str]]:
 class DeviceSpec(_IdentitySpec):
     """What the user declares for one device."""
 
+    __slots__ = ("status", "status_reason", "edge_enabled", "parent")
     OPTIONS = {
         **_IdentitySpec.OPTIONS,
         "status": (("enabled", "disabled"), None),
@@ -299,6 +303,7 @@ class DeviceSpec(_IdentitySpec):
 class ModuleSpec(_IdentitySpec):
     """What the user declares for one module identity (iot-api-2.md §1)."""
 
+    __slots__ = ("module_id",)
     OPTIONS = {**_IdentitySpec.OPTIONS, "module_id": (str, REQUIRED)}
     CHECKS = {**_IdentitySpec.CHECKS, "module_id": _check_module_id}
 

@@ -341,7 +341,6 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
     build_hub_client,
-    hide_plan_secrets,
     run_module,
     secret_mask,
 )
@@ -368,7 +367,8 @@ def run(module: AnsibleModule) -> dict:
                          max_concurrency=p["max_concurrency"], check_mode=module.check_mode,
                          prune_children=p["prune_children"], prune_descendants=p["prune_descendants"],
                          orphan_children=p["orphan_children"], max_deletes=p["max_deletes"],
-                         declares_children=declares_children, deployments=deployments, jobs=jobs)
+                         declares_children=declares_children, deployments=deployments, jobs=jobs,
+                         keep_diffs=module._diff, hide=secret_mask(module).add)
     try:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
@@ -386,7 +386,6 @@ def run(module: AnsibleModule) -> dict:
             error=exc.to_dict()) from None
     for warning in sorted(set(out.warnings)):
         module.warn(warning)
-    hide_plan_secrets(module, rec.plans.values())
     result = {
         "changed": out.changed,
         "created": sorted(out.created), "updated": sorted(out.updated), "deleted": sorted(out.deleted),
