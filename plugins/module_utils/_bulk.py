@@ -60,6 +60,7 @@ MAX_BATCH = 100
 PLAN_CHUNK = 1000  # devices planned at a time (their plans are dropped once their writes are collected)
 MAX_ROUNDS = 4  # rounds of re-read and re-plan after conflicts (one more carries an update's twin)
 DIFF_SUMMARY_ABOVE = 50
+DIFF_KEPT = 1000  # diff_detail=summary: plans kept of the changed devices whose ids sort first
 PRUNE_QUERY_PREFIX = "SELECT * FROM devices WHERE "
 RECONCILE_CODES = {"PreconditionFailed", "EtagDoesNotMatch", "GenericPreconditionFailed", "DeviceAlreadyExists",
                    "DeviceNotFound"}
@@ -377,9 +378,12 @@ class BulkReconciler:
                  batch_size: int = MAX_BATCH, max_concurrency: int = 4, check_mode: bool = False,
                  prune_children: bool = False, prune_descendants: bool = False, orphan_children: bool = False,
                  max_deletes: Optional[int] = None, declares_children: Optional[set] = None,
-                 deployments: Optional[Dict[str, Any]] = None, jobs=None, keep_diffs: bool = True,
+                 deployments: Optional[Dict[str, Any]] = None, jobs=None, diff_detail: Optional[str] = "full",
                  hide: Optional[Callable[[str], None]] = None):
-        self.keep_diffs = keep_diffs  # keep the changed devices' plans for diffs()
+        # The diff to be shown: None (no diff, no plan kept), "summary" (the plans of the DIFF_KEPT changed devices
+        # whose ids sort first: diffs() shows DIFF_SUMMARY_ABOVE of them) or "full" (every changed device's plan).
+        self.diff_detail = diff_detail
+        self._diff_cut: Optional[str] = None  # summary: a changed device whose id sorts after it keeps no plan
         self.hide = hide  # called with every key a changed device's plan saw (the module masks them)
         self.prune_children = prune_children
         self.prune_descendants = prune_descendants
@@ -396,8 +400,8 @@ class BulkReconciler:
         self.max_concurrency = max_concurrency
         self.check_mode = check_mode
         self.state: Dict[str, Known] = {}
-        self.plans: Dict[str, DevicePlan] = {}  # with keep_diffs: device id -> the plan the task acted on
-        self.views: Dict[str, tuple] = {}  # with keep_diffs: device id -> ((twin before, twin after), keys were read)
+        self.plans: Dict[str, DevicePlan] = {}  # for the diff: device id -> the plan the task acted on
+        self.views: Dict[str, tuple] = {}  # for the diff: device id -> ((twin before, twin after), keys were read)
         self._stale: Set[str] = set()  # edge devices written in this run whose scope only a read tells
         self._write_proven = False  # a bulk call of this run succeeded (or was refused per device): rights are fine
         self.jobs = jobs  # the import/export jobs path (storage_container_uri), or None
@@ -1011,16 +1015,24 @@ class BulkReconciler:
 
     def _keep_for_diff(self, did: str, plan: DevicePlan, twin: Dict[str, Any], known: Known) -> None:
         """The keys a changed device's plan saw go to ``hide``; its plan and twin views are kept for the diff only
-        when one is asked for.  A re-plan that finds nothing left keeps the plan the task acted on."""
+        when one is asked for (a summary keeps those of the DIFF_KEPT ids that sort first: a 100,000-device first
+        apply in diff mode holds 1,000 to 2,000 plans, not 100,000).  A re-plan that finds nothing left keeps the
+        plan the task acted on."""
         if self.hide is not None:
             for view in (plan.before, plan.after):
                 for key in SECRET_FIELDS:
                     if view and view.get(key):
                         self.hide(view[key])
-        if self.keep_diffs:
-            self.plans[did] = plan
-            if twin or did not in self.views:
-                self.views[did] = self._twin_views(twin, known.twin), known.keys_known
+        if self.diff_detail is None or (self._diff_cut is not None and did > self._diff_cut):
+            return
+        self.plans[did] = plan
+        if twin or did not in self.views:
+            self.views[did] = self._twin_views(twin, known.twin), known.keys_known
+        if self.diff_detail != "full" and len(self.plans) > 2 * DIFF_KEPT:
+            kept = sorted(self.plans)[:DIFF_KEPT]
+            self._diff_cut = kept[-1]
+            self.plans = {d: self.plans[d] for d in kept}
+            self.views = {d: self.views[d] for d in kept if d in self.views}
 
     def _successor(self, s: DeviceSpec, plan: DevicePlan, known: Known) -> Optional[Known]:
         """What the reconciler knows of the device once the plan's write lands (in check mode: what it predicts,
@@ -1137,12 +1149,12 @@ class BulkReconciler:
                 before[option], after[option] = twin_change_view(twin[part], cur)
         return before, after
 
-    def diffs(self, detail: str = "summary") -> List[Dict[str, Any]]:
+    def diffs(self) -> List[Dict[str, Any]]:
         """Per device before/after (keys redacted, twin keys old beside new).  Above DIFF_SUMMARY_ABOVE changed
-        devices, a summary first and the first DIFF_SUMMARY_ABOVE devices in full, unless ``detail="full"``."""
+        devices, a summary first and the first DIFF_SUMMARY_ABOVE devices in full, unless ``diff_detail="full"``."""
         changed = sorted(self.out.created | self.out.updated | self.out.deleted)
         out = []
-        if detail != "full" and len(changed) > DIFF_SUMMARY_ABOVE:
+        if self.diff_detail != "full" and len(changed) > DIFF_SUMMARY_ABOVE:
             counts = {"created": len(self.out.created), "updated": len(self.out.updated), "deleted": len(self.out.deleted)}
             out.append({"before": "", "after_header": "iothub_device_bulk summary",
                         "after": f"{len(changed)} devices change ({', '.join(f'{k} {v}' for k, v in counts.items())}); "

@@ -368,7 +368,8 @@ def run(module: AnsibleModule) -> dict:
                          prune_children=p["prune_children"], prune_descendants=p["prune_descendants"],
                          orphan_children=p["orphan_children"], max_deletes=p["max_deletes"],
                          declares_children=declares_children, deployments=deployments, jobs=jobs,
-                         keep_diffs=module._diff, hide=secret_mask(module).add)
+                         diff_detail=p["diff_detail"] if module._diff else None,
+                         hide=secret_mask(module).add)
     try:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
@@ -396,7 +397,7 @@ def run(module: AnsibleModule) -> dict:
         "pacing": client.pacer.report(),
     }
     if module._diff:
-        result["diff"] = rec.diffs(p["diff_detail"])
+        result["diff"] = rec.diffs()
     if out.failed:
         first = "; ".join(f"{f['deviceId']}: {f['errorCode']} ({f['operation']})" for f in out.failed[:5])
         raise ModuleFailure(f"{len(out.failed)} device(s) failed, the others were applied (created "

@@ -173,3 +173,15 @@ def test_large_bulk_diff_is_summarised_unless_full(ansible):
     assert len(d) == 51 and "60 devices change (created 60, updated 0, deleted 0)" in d[0]["after"]
     r = ansible.run(play(task("t", "iothub_device_bulk", devices=devices, diff_detail="full")), check=True)
     assert len(res_of(r)["diff"]) == 60
+
+
+def test_summary_diff_of_a_large_apply_shows_the_first_devices_by_id(ansible):
+    """A summary keeps only the plans it can show (the 1,000 to 2,000 ids that sort first), whatever the declared
+    order: the 50 shown are the first 50 ids of the 2,100 created."""
+    devices = [f"big-{i:04d}" for i in reversed(range(2100))]
+    r = ansible.run(play(task("t", "iothub_device_bulk", devices=devices)))
+    assert r.rc == 0, r.output[-2000:]
+    d = res_of(r)["diff"]
+    assert "2100 devices change (created 2100, updated 0, deleted 0)" in d[0]["after"]
+    assert [x["after_header"] for x in d[1:]] == [f"iothub device big-{i:04d} (planned)" for i in range(50)]
+    assert all(x["before"] == {} and x["after"]["status"] == "enabled" for x in d[1:])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import EXPORT_FIELDS, Known
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import DIFF_KEPT, EXPORT_FIELDS, BulkReconciler, Known
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, SpecError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, kept_twin, plan_device, plan_twin
 
@@ -124,3 +126,28 @@ def test_equal_twin_sections_are_shared_and_never_changed_by_planning():
     plan = plan_twin(DeviceSpec(device_id="a", tags={"site": {"line": 2}, "fleet": None}), a.twin)
     assert plan["full"]["tags"] == {"site": {"line": 2}}
     assert b.twin["tags"] == {"fleet": "plant-7", "site": {"line": 1}}  # the shared section is as it was read
+
+
+@pytest.mark.parametrize("detail", [None, "summary", "full"])
+@pytest.mark.parametrize("how", ["ascending", "descending", "shuffled 1", "shuffled 2", "shuffled 3"])
+def test_a_summary_diff_keeps_the_plans_it_shows_and_a_bounded_number(how, detail):
+    """Whatever order the changed devices are planned in, a summary keeps the plans of the DIFF_KEPT ids that sort
+    first (the diff shows DIFF_SUMMARY_ABOVE of them) and never more than twice that; no diff keeps none."""
+    order = list(range(3000))
+    if how == "descending":
+        order.reverse()
+    elif how.startswith("shuffled"):
+        random.Random(how).shuffle(order)
+    rec = BulkReconciler(None, [], diff_detail=detail)
+    most = 0
+    for i in order:
+        did = f"dev-{i:05d}"
+        rec._keep_for_diff(did, plan_device(DeviceSpec(device_id=did), None), {}, Known(None, True))
+        most = max(most, len(rec.plans))
+    if detail is None:
+        assert most == 0
+    elif detail == "full":
+        assert len(rec.plans) == 3000
+    else:
+        assert most <= 2 * DIFF_KEPT
+        assert set(f"dev-{i:05d}" for i in range(DIFF_KEPT)) <= set(rec.plans)
