@@ -217,8 +217,11 @@ def run_module(module: AnsibleModule, body) -> None:
     """Run ``body(module) -> result dict`` and turn every known failure into a clear fail_json.
 
     fail_json is called outside the ``except`` blocks: ansible-core >= 2.19 attaches the exception being
-    handled to the result, which would print a traceback for a plain input error."""
+    handled to the result, which would print a traceback for a plain input error.  Warnings are held until the
+    end and masked like the result: a key the task learns after a warning is still hidden in it."""
     check_requirements(module)
+    warnings: list = []
+    warn, module.warn = module.warn, warnings.append
     failure = None
     try:
         result = body(module)
@@ -239,6 +242,9 @@ def run_module(module: AnsibleModule, body) -> None:
     mask = secret_mask(module)
     if mask.values:  # the arguments are echoed as the result's invocation: mask declared keys there too
         module.params = mask.apply(module.params)
+    module.warn = warn
+    for text in warnings:
+        warn(mask.apply(text))
     if failure is not None:
         module.fail_json(**mask.apply(failure))
     module.exit_json(**mask.apply(result))

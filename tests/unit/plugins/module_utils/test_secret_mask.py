@@ -96,3 +96,34 @@ def test_no_secret_survives(secrets, data):
         if s in (NO_LOG_PLACEHOLDER,):
             continue
         assert not any(secret in s for secret in secrets), (s, secrets)
+
+
+class _Module:
+    """What run_module uses of an AnsibleModule."""
+
+    def __init__(self):
+        self.params, self.warned, self.exited = {}, [], None
+
+    def warn(self, text):
+        self.warned.append(text)
+
+    def exit_json(self, **result):
+        self.exited = result
+
+    fail_json = exit_json
+
+
+def test_a_warning_is_masked_with_the_keys_the_task_learns_after_it():
+    from ansible_collections.fleet.azure_iot.plugins.module_utils._module import run_module, secret_mask
+
+    def body(module):
+        module.warn(f"device d1: the hub answered with {KEY_A} (a warning before the key was known)")
+        secret_mask(module).add(KEY_A)
+        module.warn(f"and after: {KEY_A}")
+        return {"changed": False}
+
+    module = _Module()
+    run_module(module, body)
+    assert module.warned == ["device d1: the hub answered with ******** (a warning before the key was known)",
+                             "and after: ********"]
+    assert module.exited == {"changed": False}
