@@ -46,11 +46,11 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
     DevicePlan,
-    SECRET_FIELDS,
     PlanError,
     display_view,
     kept_twin,
     plan_device,
+    plan_secrets,
     plan_twin,
     twin_change_view,
 )
@@ -1019,10 +1019,8 @@ class BulkReconciler:
         apply in diff mode holds 1,000 to 2,000 plans, not 100,000).  A re-plan that finds nothing left keeps the
         plan the task acted on."""
         if self.hide is not None:
-            for view in (plan.before, plan.after):
-                for key in SECRET_FIELDS:
-                    if view and view.get(key):
-                        self.hide(view[key])
+            for key in plan_secrets(plan):
+                self.hide(key)
         if self.diff_detail is None or (self._diff_cut is not None and did > self._diff_cut):
             return
         self.plans[did] = plan

@@ -23,7 +23,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import check
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy, tls_verify
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error, input_error_types
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, SECRET_FIELDS, PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, PlanError, plan_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import EtagConflict
 
 # Shared by every module of the fleet.azure_iot.iothub action group (doc fragment: fleet.azure_iot.iothub).
@@ -190,10 +190,8 @@ def hide_plan_secrets(module: AnsibleModule, plans, keep_secrets: bool = False) 
         return
     mask = secret_mask(module)
     for plan in plans:
-        for view in (plan.before, plan.after):
-            for field in SECRET_FIELDS:
-                if view and view.get(field):
-                    mask.add(view[field])
+        for key in plan_secrets(plan):
+            mask.add(key)
 
 
 def device_connection_string(host: str, identity) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
     AUTH_TYPES,
@@ -372,6 +372,14 @@ def plan_twin(spec, twin: Optional[Dict[str, Any]]) -> Dict[str, Any]:
             if removes_keys(patch):
                 out["removes"] = True
     return out
+
+
+def plan_secrets(plan: DevicePlan) -> Iterator[str]:
+    """The keys a plan saw: those of its before and after views (to be masked in any output)."""
+    for view in (plan.before, plan.after):
+        for f in SECRET_FIELDS:
+            if view and view.get(f):
+                yield view[f]
 
 
 def display_view(view: Optional[Dict[str, Any]], changed_secrets=(), keys_read: bool = True,
