@@ -83,3 +83,45 @@ def test_module_stats_and_missing_device_knob(emulator, hub):
         assert hub.request("GET", "/devices/none/modules/m").status_code == 401
     finally:
         emulator.configure(module_missing_device_status=404)
+
+
+# ----------------------------------------------------- what the CLI's live tests assert against real hubs
+def _desired_version(twin: dict) -> int:
+    return twin["properties"]["desired"]["$version"]
+
+
+def test_desired_patch_bumps_version_even_when_unchanged(hub):
+    """azure-iot-cli-extension test_iothub_device_twin_int.py / test_iothub_module_twin_int.py: a twin PATCH that
+    carries properties.desired notifies the device, so desired $version (and the twin version) grows even when
+    the values are the same.  A PATCH of tags alone leaves desired $version as it is."""
+    hub.put_device("d", {"deviceId": "d"})
+    hub.request("PUT", "/devices/d/modules/m", json={"moduleId": "m", "deviceId": "d"})
+    for path in ("/twins/d", "/twins/d/modules/m"):
+        first = hub.request("PATCH", path, json={"properties": {"desired": {"x": 1}}}).json()
+        same = hub.request("PATCH", path, json={"properties": {"desired": {"x": 1}}}).json()
+        assert _desired_version(same) == _desired_version(first) + 1, path
+        assert same["version"] == first["version"] + 1 and same["etag"] != first["etag"], path
+        tags_only = hub.request("PATCH", path, json={"tags": {"t": 1}}).json()
+        assert _desired_version(tags_only) == _desired_version(same), path
+
+
+def test_regenerate_keys_honours_module_id(hub):
+    """azure-iot-cli-extension test_iothub_modules_int.py: renew-key of a module rotates the module's keys (not its
+    device's), names the module in rotatedKeys, and returns only the rotated key."""
+    hub.put_device("d", {"deviceId": "d"})
+    module = hub.request("PUT", "/devices/d/modules/m", json={"moduleId": "m", "deviceId": "d"}).json()
+    device_keys = hub.get_device("d").json()["authentication"]["symmetricKey"]
+    r = hub.request("POST", "/devices/keys/regenerate", params={"api-version": "2024-03-31"},
+                    json={"policyKey": "secondaryKey", "devices": [{"id": "d", "moduleId": "m"},
+                                                                   {"id": "d", "moduleId": "nope"}]})
+    assert r.status_code == 200
+    body = r.json()
+    [rotated] = body["rotatedKeys"]
+    assert rotated["id"] == "d" and rotated["moduleId"] == "m"
+    assert rotated["primaryKey"] is None and rotated["secondaryKey"]
+    assert body["errors"][0]["moduleId"] == "nope" and body["errors"][0]["errorCode"] == "ModuleNotFound"
+    after = hub.request("GET", "/devices/d/modules/m").json()
+    old = module["authentication"]["symmetricKey"]
+    assert after["authentication"]["symmetricKey"] == {"primaryKey": old["primaryKey"], "secondaryKey": rotated["secondaryKey"]}
+    assert after["etag"] != module["etag"]
+    assert hub.get_device("d").json()["authentication"]["symmetricKey"] == device_keys  # the device is untouched

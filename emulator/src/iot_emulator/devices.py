@@ -6,7 +6,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import bad_request
+from . import modules as _modules
+from .errors import ApiError, bad_request
 
 KEY_POLICIES = {"primarykey": ("primaryKey",), "secondarykey": ("secondaryKey",),
                 "both": ("primaryKey", "secondaryKey")}
@@ -74,7 +75,16 @@ def routes(emu) -> list:
         if which is None:
             raise bad_request("policyKey must be primaryKey, secondaryKey or both")
         emu.consume("registry", max(1, len(body["devices"])))
-        rotated, errors = reg.regenerate_keys([d.get("id") for d in body["devices"] if isinstance(d, dict)], which)
+        rotated, errors = [], []
+        for entry in body["devices"]:
+            entry = entry if isinstance(entry, dict) else {}
+            did, mid = entry.get("id"), entry.get("moduleId")
+            try:  # an entry with moduleId rotates that module's keys, never its device's (the CLI's live tests)
+                rotated.append(reg.regenerate_key(did, which) if mid is None
+                               else _modules.regenerate_module_key(reg, did, mid, which))
+            except ApiError as exc:
+                errors.append({"id": did, **({"moduleId": mid} if mid is not None else {}),
+                               "errorCode": exc.code, "errorStatus": exc.message})
         emu.stats.registry_writes += len(rotated)
         if rotated:
             emu.persist()

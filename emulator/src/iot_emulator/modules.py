@@ -126,6 +126,28 @@ def put_module(reg, device_id: str, module_id: str, body: Any, if_match: str | N
     return copy.deepcopy(record)
 
 
+def regenerate_module_key(reg, device_id: Any, module_id: Any, which: tuple) -> dict:
+    """New symmetric keys for one SAS module (POST /devices/keys/regenerate with ``moduleId``): the module's keys,
+    never its device's; the answer names the module and carries only the rotated keys (the CLI's live tests)."""
+    existing = _module(reg, device_id, module_id) if isinstance(device_id, str) and isinstance(module_id, str) else None
+    if existing is None:
+        raise ApiError(404, "ModuleNotFound", f"{device_id}/{module_id}")
+    if existing["authentication"]["type"] != "sas":
+        raise ApiError(400, "InvalidAuthenticationType", f"Module {device_id}/{module_id} does not use symmetric keys")
+    record = copy.deepcopy(existing)
+    for k in which:
+        record["authentication"]["symmetricKey"][k] = new_key()
+    counter = reg.counters.get(f"{device_id}/{module_id}", reg._next_module_counter()) + 1
+    reg.counters[f"{device_id}/{module_id}"] = counter
+    record["etag"] = etag_of(counter)
+    reg.modules[device_id][module_id] = record
+    reg._publish_module(device_id, module_id, time.time())
+    keys = record["authentication"]["symmetricKey"]
+    return {"id": device_id, "moduleId": module_id,
+            "primaryKey": keys["primaryKey"] if "primaryKey" in which else None,
+            "secondaryKey": keys["secondaryKey"] if "secondaryKey" in which else None, "etag": record["etag"]}
+
+
 def delete_module(reg, device_id: str, module_id: str, if_match: str | None) -> None:
     if module_id.startswith("$"):
         raise bad_request(f"Module {module_id!r} belongs to the IoT Edge runtime and cannot be deleted")
@@ -157,17 +179,19 @@ def update_module_twin(reg, device_id: str, module_id: str, body: Any, if_match:
     tags, desired = body.get("tags"), _twins.desired_of(body.get("properties"))
     if mode == "replace":
         tags, desired = tags if tags is not None else {}, desired if desired is not None else {}
-    apply_module_twin(reg, device_id, module_id, tags, desired, mode)
+    apply_module_twin(reg, device_id, module_id, tags, desired, mode, notify=True)
     return reg.module_twin_doc(device_id, module_id)
 
 
-def apply_module_twin(reg, device_id: str, module_id: str, tags: Any, desired: Any, mode: str) -> None:
+def apply_module_twin(reg, device_id: str, module_id: str, tags: Any, desired: Any, mode: str,
+                      notify: bool = False) -> None:
+    """``notify``: as for device twins (``Registry._apply_twin``), a PATCH/PUT carrying desired bumps $version."""
     tw = reg.module_twins[device_id][module_id]
     new_tags, new_desired = _twins.new_sections(tw["tags"], tw["desired"], tags, desired, mode)
     changed = False
     if new_tags != tw["tags"]:
         tw["tags"], changed = new_tags, True
-    if new_desired != tw["desired"]:
+    if new_desired != tw["desired"] or (notify and desired is not None):
         tw["desired"], changed = new_desired, True
         tw["desired_version"] += 1
     if changed:

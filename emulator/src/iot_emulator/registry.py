@@ -527,27 +527,21 @@ class Registry:
         ids = sorted(self.devices)[:top]
         return [self.render(self.devices[d], for_get=True) for d in ids]
 
-    def regenerate_keys(self, ids: list, which: tuple) -> tuple[list, list]:
-        """POST /devices/keys/regenerate: new symmetric keys for SAS devices (the others are errors)."""
-        rotated, errors = [], []
-        now = time.time()
-        for did in ids:
-            dev = self.devices.get(did) if isinstance(did, str) else None
-            if dev is None:
-                errors.append({"id": did, "errorCode": "DeviceNotFound", "errorStatus": f"Device {did!r} not found"})
-                continue
-            if dev["authentication"]["type"] != "sas":
-                errors.append({"id": did, "errorCode": "InvalidAuthenticationType",
-                               "errorStatus": f"Device {did!r} does not use symmetric keys"})
-                continue
-            record = copy.deepcopy(dev)
-            for k in which:
-                record["authentication"]["symmetricKey"][k] = new_key()
-            stored = self._store(record, dev, now)
-            keys = stored["authentication"]["symmetricKey"]
-            rotated.append({"id": did, "primaryKey": keys["primaryKey"], "secondaryKey": keys["secondaryKey"],
-                            "etag": stored["etag"]})
-        return rotated, errors
+    def regenerate_key(self, did: Any, which: tuple) -> dict:
+        """New symmetric keys for one SAS device (POST /devices/keys/regenerate).  The answer carries only the keys
+        it rotated: the other one is null (as `az iot hub device-identity renew-key` shows)."""
+        dev = self.devices.get(did) if isinstance(did, str) else None
+        if dev is None:
+            raise ApiError(404, "DeviceNotFound", f"Device {did!r} not found")
+        if dev["authentication"]["type"] != "sas":
+            raise ApiError(400, "InvalidAuthenticationType", f"Device {did!r} does not use symmetric keys")
+        record = copy.deepcopy(dev)
+        for k in which:
+            record["authentication"]["symmetricKey"][k] = new_key()
+        stored = self._store(record, dev, time.time())
+        keys = stored["authentication"]["symmetricKey"]
+        return {"id": did, "primaryKey": keys["primaryKey"] if "primaryKey" in which else None,
+                "secondaryKey": keys["secondaryKey"] if "secondaryKey" in which else None, "etag": stored["etag"]}
 
     # ------------------------------------------------------------- modules
     def list_modules(self, device_id: str) -> list[dict]:
@@ -618,17 +612,20 @@ class Registry:
         desired = _twins.desired_of(body.get("properties"))
         if mode == "replace":  # PUT replaces both sections: an absent one becomes empty
             tags, desired = tags if tags is not None else {}, desired if desired is not None else {}
-        self._apply_twin(device_id, tags, desired, mode)
+        self._apply_twin(device_id, tags, desired, mode, notify=True)
         return self._twin_doc(device_id)
 
-    def _apply_twin(self, device_id: str, tags: Any, desired: Any, mode: str) -> None:
+    def _apply_twin(self, device_id: str, tags: Any, desired: Any, mode: str, notify: bool = False) -> None:
+        """``notify``: a twin PATCH/PUT that carries desired properties bumps desired ``$version`` (and the twin's
+        version and etag) even when the values are unchanged, as the hub notifies the device (the CLI's live twin
+        tests); a bulk updateTwin bumps only on a change (no source says otherwise: a choice)."""
         tw = self.twins[device_id]
         new_tags, new_desired = _twins.new_sections(tw["tags"], tw["desired"], tags, desired, mode)
         changed = False
         if new_tags != tw["tags"]:
             tw["tags"] = new_tags
             changed = True
-        if new_desired != tw["desired"]:
+        if new_desired != tw["desired"] or (notify and desired is not None):
             tw["desired"] = new_desired
             tw["desired_version"] += 1
             changed = True
