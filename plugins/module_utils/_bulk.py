@@ -55,6 +55,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
     twin_change_view,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import TWIN_SECTION_LIMITS, section_size
+from ansible_collections.fleet.azure_iot.plugins.module_utils._query import QueryError, compile_where
 
 MAX_BATCH = 100
 PLAN_CHUNK = 1000  # devices planned at a time (their plans are dropped once their writes are collected)
@@ -62,6 +63,10 @@ MAX_ROUNDS = 4  # rounds of re-read and re-plan after conflicts (one more carrie
 DIFF_SUMMARY_ABOVE = 50
 DIFF_KEPT = 1000  # diff_detail=summary: plans kept of the changed devices whose ids sort first
 PRUNE_QUERY_PREFIX = "SELECT * FROM devices WHERE "
+# Without max_deletes, a prune may delete at most this many devices, or this share of what its selector matches,
+# whichever is more (a device list that a failed lookup cut short must not empty the fleet).
+PRUNE_FREE_COUNT = 10
+PRUNE_FREE_SHARE = 0.10
 RECONCILE_CODES = {"PreconditionFailed", "EtagDoesNotMatch", "GenericPreconditionFailed", "DeviceAlreadyExists",
                    "DeviceNotFound"}
 EXPORT_FIELDS = ("status", "statusReason", "authentication", "capabilities", "deviceScope", "parentScopes")
@@ -238,6 +243,8 @@ def validate_fleet(specs: List[DeviceSpec], prune: bool, prune_query: Optional[s
     if prune and not (prune_query or "").strip():
         raise PlanError("prune=true needs prune_query, a WHERE clause that selects the devices this task owns "
                         "(for example tags.fleet = 'plant-7'); pruning the whole hub is refused")
+    if prune_query is not None:
+        prune_matcher(prune_query)
     seen, dups = set(), []
     for s in specs:
         if s.device_id in seen and s.device_id not in dups:
@@ -269,6 +276,23 @@ def validate_fleet(specs: List[DeviceSpec], prune: bool, prune_query: Optional[s
         if edge_layers > MAX_EDGE_DEPTH:
             raise PlanError(f"devices: {s.device_id!r} would nest IoT Edge devices {edge_layers} layers deep "
                             f"({' -> '.join(reversed(chain))}); IoT Edge supports at most {MAX_EDGE_DEPTH}")
+
+
+def prune_matcher(prune_query: str):
+    """``prune_query`` as a test of one twin: every prune candidate is re-checked with it on a GET of its twin (the
+    query index lags).  A clause that cannot be read is an input error, before any request."""
+    try:
+        return compile_where(prune_query)
+    except QueryError as exc:
+        raise PlanError(f"prune_query {prune_query!r}: {exc}; nothing was sent to the hub") from None
+
+
+def parent_scope_of(twin: Dict[str, Any]) -> Optional[str]:
+    """The scope of a device's parent, as its twin or identity says (parentScopes[0]; a leaf's deviceScope)."""
+    parents = twin.get("parentScopes") or []
+    if parents:
+        return parents[0]
+    return None if (twin.get("capabilities") or {}).get("iotEdge") else (twin.get("deviceScope") or None)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -396,6 +420,10 @@ class BulkReconciler:
         self.by_id = {s.device_id: s for s in specs}
         self.prune = prune
         self.prune_query = prune_query
+        self.prune_match = prune_matcher(prune_query) if prune and prune_query else None
+        # Why each prune candidate is deleted: "prune_query", or the scope of the parent whose child it must still be.
+        self.prune_why: Dict[str, str] = {}
+        self.deleting_scopes: Dict[str, str] = {}  # edge scope -> the gateway this run deletes (orphan re-check)
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.check_mode = check_mode
@@ -448,13 +476,59 @@ class BulkReconciler:
             kids = self.children_of([self.state[d].identity["deviceScope"] for d in self.prunable()])
             matched = sorted({t["deviceId"] for ts in kids.values() for t in ts})
             self.selected["prune_children"] = matched
-            candidates += [d for d in matched if d not in self.by_id]
+            for scope, twins in kids.items():
+                for t in twins:
+                    if t["deviceId"] not in self.by_id:
+                        self.prune_why.setdefault(t["deviceId"], scope)
         if self.prune:
-            matched = sorted({self._remember(t) for t in self.client.query(PRUNE_QUERY_PREFIX + self.prune_query)
-                              if t.get("deviceId")})
+            matched = sorted({self._remember(t) for t in self._prune_query() if t.get("deviceId")})
             self.selected["prune_query"] = matched
-            candidates += [d for d in matched if d not in self.by_id]
-        return sorted(set(candidates))
+            for did in matched:
+                if did not in self.by_id:
+                    self.prune_why[did] = "prune_query"
+        return self.confirm_prune(sorted(self.prune_why))
+
+    def _prune_query(self):
+        try:
+            yield from self.client.query(PRUNE_QUERY_PREFIX + self.prune_query)
+        except AuthorizationError:
+            raise
+        except IoTApiError as exc:
+            if getattr(exc, "status", None) == 400:  # deterministic: the hub cannot read the clause
+                raise PlanError(f"prune_query {self.prune_query!r} was refused by IoT Hub: {exc}. Fix the clause "
+                                "(string quotes are escaped as \\', reserved words as [[name]]); nothing was "
+                                "written") from None
+            raise
+
+    def confirm_prune(self, ids: List[str]) -> List[str]:
+        """The prune candidates that still are candidates on a strongly consistent read: each twin is read with GET
+        (the query that found them lags) and must still match ``prune_query``, or still name the gateway whose
+        child it was for ``prune_children``.  A device another job moved out of the selection, or deleted, is
+        dropped with a note and never deleted; the deletes use the etag this read shows."""
+        def fetch(did):
+            return did, self.client.get_twin(did)
+        confirmed = []
+        for did, twin in self._pool(fetch, sorted(ids)):
+            why = self.prune_why.get(did)
+            if twin is None:
+                self.state[did] = Known(None, True, None)
+                self.prune_why.pop(did, None)
+                self.out.notes.append(f"{did}: no longer exists (read with GET); nothing to prune")
+                continue
+            self.state[did] = Known(identity_from_twin(twin), False, twin)
+            if why == "prune_query":
+                still = self.prune_match(twin)
+                lost = f"no longer matches prune_query {self.prune_query!r}"
+            else:
+                still = parent_scope_of(twin) == why
+                lost = f"is no longer a child of {parent_id_of_scope(why) or why!r}"
+            if still:
+                confirmed.append(did)
+                continue
+            self.prune_why.pop(did, None)
+            self.maybe_written.pop(did, None)  # it is there: a delete of an earlier attempt did not land
+            self.out.notes.append(f"{did}: {lost} (read with GET: another writer moved it); left alone")
+        return confirmed
 
     def _edge_scope(self, did: str) -> Optional[str]:
         known = self.state.get(did)
@@ -498,12 +572,18 @@ class BulkReconciler:
                 if not frontier:
                     break
                 kids = self.children_of([self._edge_scope(d) for d in frontier])
-                new = sorted({t["deviceId"] for ts in kids.values() for t in ts} - deleting - set(self.by_id))
+                for scope, twins in kids.items():
+                    for t in twins:
+                        if t["deviceId"] not in deleting and t["deviceId"] not in self.by_id:
+                            self.prune_why.setdefault(t["deviceId"], scope)
+                new = self.confirm_prune(sorted({t["deviceId"] for ts in kids.values() for t in ts}
+                                                - deleting - set(self.by_id)))
                 deleting |= set(new)
                 frontier = [d for d in new if self._edge_scope(d)]
         if not self.orphan_children:
             self._refuse_orphans(deleting)
         self._check_delete_budget(deleting, candidates)
+        self.deleting_scopes = {self._edge_scope(d): d for d in deleting if self._edge_scope(d)}
         return self._delete_levels(deleting)
 
     def _exists(self, did: str) -> bool:
@@ -546,13 +626,22 @@ class BulkReconciler:
             return
         for selector, matched in self.selected.items():
             undeclared = [d for d in matched if d not in self.by_id]
+            what = (f"prune_query {self.prune_query!r}" if selector == "prune_query"
+                    else "prune_children (every child of the declared gateways)")
             if matched and len(undeclared) == len(matched):
-                what = (f"prune_query {self.prune_query!r}" if selector == "prune_query"
-                        else "prune_children (every child of the declared gateways)")
                 raise PlanError(f"{what} selects {len(matched)} device(s) and this task declares none of them, so "
                                 f"prune would delete them all ({', '.join(matched[:10])}"
                                 f"{', ...' if len(matched) > 10 else ''}); refused, as this is usually an empty or "
                                 "wrong device list. Set max_deletes to the number you mean to delete to allow it")
+        pruned = sorted(d for d in deleting if d in self.prune_why)
+        matched_all = set().union(*self.selected.values()) if self.selected else set()
+        allowed = max(PRUNE_FREE_COUNT, int(PRUNE_FREE_SHARE * len(matched_all)))
+        if len(pruned) > allowed:
+            raise PlanError(f"prune would delete {len(pruned)} of the {len(matched_all)} device(s) its selector "
+                            f"matches ({', '.join(pruned[:10])}{', ...' if len(pruned) > 10 else ''}): more than "
+                            f"{PRUNE_FREE_COUNT} and more than {int(PRUNE_FREE_SHARE * 100)} %, which is the mark of a "
+                            "device list cut short (a failed lookup); nothing was written. Check the declared "
+                            f"devices, or set max_deletes={len(deleting)} to allow exactly this")
 
     def _delete_levels(self, deleting: set) -> List[List[DeviceSpec]]:
         """Children before their parents: the deepest devices of the deletion set first."""
@@ -982,6 +1071,11 @@ class BulkReconciler:
                     continue
                 self._fail(did, err if err in ("PreconditionFailed", "DeviceNotFound") else "TwinUpdateFailed", err,
                            "twin PATCH", maybe)
+            recheck = [d for d in to_refresh if d in self.prune_why]
+            if recheck:  # a pruned device that met a conflict is re-checked against its selector, never re-planned
+                still = set(self.confirm_prune(recheck))  # as a plain state=absent
+                retry = [s for s in retry if s.device_id not in recheck or s.device_id in still]
+                to_refresh = [d for d in to_refresh if d not in recheck]
             if to_refresh:
                 self.refresh(to_refresh, with_twin=True)
             pending = retry
@@ -1101,7 +1195,26 @@ class BulkReconciler:
                 self._settled(s.device_id)
         for level in delete_levels:  # children before their parents
             self.converge(level)
+        if not self.check_mode and not self.orphan_children:
+            self.check_no_orphans()
         return self.out
+
+    def check_no_orphans(self) -> None:
+        """After deleting gateways, ask the index once more for their children.  The guard before the deletes saw
+        the index, which lags: a child attached within the lag is invisible to it, and nothing consistent lists a
+        gateway's children.  A child found now is reported as a failure that names it (the delete has happened)."""
+        gone = {scope: did for scope, did in self.deleting_scopes.items() if did in self.out.deleted}
+        if not gone:
+            return
+        for scope, twins in self.client.children_of_scopes(sorted(gone)).items():
+            for t in twins:
+                child = t.get("deviceId")
+                if child and child not in self.out.deleted:
+                    self.out.failed.append({
+                        "deviceId": child, "errorCode": "OrphanedChild", "operation": "orphan check",
+                        "errorStatus": f"its parent {gone[scope]!r} was deleted by this task, but {child!r} still "
+                                       f"names it: it was attached after the check before the delete (within the "
+                                       "query index lag). Give it a new parent, or delete it"})
 
     def _is_edge(self, did: str) -> bool:
         s = self.by_id[did]

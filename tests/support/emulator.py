@@ -112,11 +112,11 @@ class EmulatorProcess:
     def configure(self, **settings) -> dict:
         return self._control("POST", "config", json=settings)
 
-    def race(self, device_id: str, patch: dict, times: int = 1, target: str = "device") -> dict:
+    def race(self, device_id: str, patch: dict, times: int = 1, target: str = "device", after: str | None = None) -> dict:
         """Arm another writer: right after the next GET of DEVICE_ID (or of its twin, target="twin"), replace it
-        with PATCH applied (or PATCH its twin)."""
+        with PATCH applied (or PATCH its twin).  ``after``: the read that sets it off, when not the one of TARGET."""
         return self._control("POST", "race", json={"device_id": device_id, "patch": patch, "times": times,
-                                                   "target": target})
+                                                   "target": target, "after": after or target})
 
     def refuse(self, device_id: str, code: str = "ArgumentInvalid", status: int = 400, times: int = 1) -> dict:
         """Make the next TIMES writes of DEVICE_ID fail with STATUS/CODE (a rule the client could not know)."""

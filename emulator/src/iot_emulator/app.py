@@ -291,9 +291,12 @@ class Emulator:
             target = body.get("target", "device")
             if target not in ("device", "twin"):
                 return JSONResponse({"error": "target: device or twin"}, status_code=400)
-            self.races[(target, body["device_id"])] = {"patch": body.get("patch", {}),
-                                                       "remaining": int(body.get("times", 1))}
-            return JSONResponse({"armed": body["device_id"], "target": target})
+            after = body.get("after", target)  # which GET sets it off (default: a GET of what it changes)
+            if after not in ("device", "twin"):
+                return JSONResponse({"error": "after: device or twin"}, status_code=400)
+            self.races[(after, body["device_id"])] = {"patch": body.get("patch", {}), "target": target,
+                                                      "remaining": int(body.get("times", 1))}
+            return JSONResponse({"armed": body["device_id"], "target": target, "after": after})
 
         async def refuse(request: Request) -> Response:
             """Make the next TIMES writes of DEVICE_ID fail with STATUS/CODE (per bulk entry, or the whole PUT),
@@ -337,16 +340,16 @@ class Emulator:
         ]
         return routes + self.extra_routes
 
-    def run_race(self, device_id: str, target: str = "device") -> None:
+    def run_race(self, device_id: str, read: str = "device") -> None:
         """Another writer changes the device (or its twin, with a twin PATCH) just after a client read it
-        (POST /_emulator/race)."""
-        race = self.races.get((target, device_id))
+        (POST /_emulator/race); READ is what the client read (the device or its twin)."""
+        race = self.races.get((read, device_id))
         if not race:
             return
         race["remaining"] -= 1
         if race["remaining"] <= 0:
-            self.races.pop((target, device_id))
-        if target == "twin":
+            self.races.pop((read, device_id))
+        if race["target"] == "twin":
             self.registry.update_twin(device_id, race["patch"], None, mode="patch")
         else:
             current = self.registry.devices[device_id]

@@ -1,0 +1,122 @@
+"""Deletes and key rotations that keep their intent under index lag, lost answers and other writers (issue #22).
+
+Each test is a real ansible-playbook run against the emulator, and asserts what must NOT happen (a device deleted,
+a key changed) beside what must."""
+
+from __future__ import annotations
+
+from helpers import counting, play, task
+
+FAST = {"retry_backoff_seconds": 0.05, "max_retries": 12}
+LAG = 20  # seconds: far longer than any of these tests takes, so the index shows the old state throughout
+
+
+def run_ok(ansible, text, **kw):
+    r = ansible.run(text, **kw)
+    assert r.rc == 0, r.output[-4000:]
+    return r
+
+
+def exists(hub, did: str) -> bool:
+    return hub.get_device(did).status_code == 200
+
+
+def keys(hub, did: str) -> dict:
+    return hub.get_device(did).json()["authentication"]["symmetricKey"]
+
+
+def role_task(role: str, **vars) -> dict:
+    return {"name": f"apply {role}", "ansible.builtin.include_role": {"name": f"fleet.azure_iot.{role}"}, "vars": vars}
+
+
+# ----------------------------------------------------------------------- 1. a prune re-checks on a GET
+def test_prune_leaves_a_device_another_job_moved_out_of_the_fleet_within_the_lag(ansible, emulator, hub):
+    fleet_a = {"devices": ["a1", "a2", "x1"], "defaults": {"tags": {"fleet": "A"}}, "prune": True,
+               "prune_query": "tags.fleet = 'A'", "max_deletes": 1}
+    run_ok(ansible, play(task("A", "iothub_device_bulk", **fleet_a)))
+    x1_keys = keys(hub, "x1")
+    assert len(hub.query_all("SELECT * FROM devices")) == 3  # indexed before the lag starts
+    emulator.configure(query_lag_s=LAG)
+    # Job B takes x1 into its fleet: a twin-only change, which does not move the identity etag.
+    run_ok(ansible, play(task("B", "iothub_device", device_id="x1", tags={"fleet": "B"})))
+    assert hub.query_all("SELECT * FROM devices WHERE tags.fleet = 'A'")  # the index still says fleet A
+    again = dict(fleet_a, devices=["a1", "a2"])
+    for check in (True, False):
+        with counting(emulator) as w:
+            r = run_ok(ansible, play(task("A", "iothub_device_bulk", **again)), check=check)
+        res = r.task("A").result
+        assert res["deleted"] == [] and not res["changed"], res
+        assert any("x1: no longer matches prune_query" in n for n in res["notes"]), res["notes"]
+        assert w.writes == 0
+    assert exists(hub, "x1") and keys(hub, "x1") == x1_keys
+    assert hub.request("GET", "/twins/x1").json()["tags"] == {"fleet": "B"}
+
+
+# ------------------------------------------------------- 2. a conflict on a prune delete is re-checked too
+def test_a_prune_delete_that_meets_a_move_is_rechecked_not_deleted_harder(ansible, emulator, hub):
+    run_ok(ansible, play(task("tree", "iothub_device_bulk", devices=[
+        {"device_id": "gw1", "edge_enabled": True}, {"device_id": "gw2", "edge_enabled": True},
+        {"device_id": "s1", "parent": "gw1"}, {"device_id": "x1", "parent": "gw1"}])))
+    gw2_scope = hub.get_device("gw2").json()["deviceScope"]
+    x1_keys = keys(hub, "x1")
+    # Another task moves x1 to gw2 right after this task confirmed it (between its GET and its delete).
+    emulator.race("x1", {"deviceScope": gw2_scope, "parentScopes": [gw2_scope]}, target="device", after="twin")
+    with counting(emulator) as w:
+        r = run_ok(ansible, play(task("prune", "iothub_device_bulk", prune_children=True, **FAST, devices=[
+            {"device_id": "gw1", "edge_enabled": True}, {"device_id": "s1", "parent": "gw1"}])))
+    assert emulator.stats()["races_applied"] == 1  # the other writer really came in between
+    res = r.task("prune").result
+    assert res["deleted"] == [] and res["failed_devices"] == [], res
+    assert any("x1: is no longer a child of 'gw1'" in n for n in res["notes"]), res["notes"]
+    assert w.delta("registry_writes") == 0
+    x1 = hub.get_device("x1").json()
+    assert x1["deviceScope"] == gw2_scope and x1["authentication"]["symmetricKey"] == x1_keys
+
+
+# ------------------------------------------------------------ 3. a prune of a list cut short is refused
+def test_a_prune_that_would_delete_most_of_its_selection_is_refused(ansible, emulator, hub):
+    hub.bulk([{"id": f"s-{i:03d}", "importMode": "create", "tags": {"fleet": "big"}} for i in range(100)])
+    hub.bulk([{"id": f"s-{i:03d}", "importMode": "create", "tags": {"fleet": "big"}} for i in range(100, 200)])
+    args = {"devices": ["s-000"], "prune": True, "prune_query": "tags.fleet = 'big'"}
+    for check in (True, False):
+        with counting(emulator) as w:
+            r = ansible.run(play(task("bulk", "iothub_device_bulk", **args)), check=check)
+        msg = r.task("bulk").result["msg"]
+        assert r.rc != 0 and "would delete 199 of the 200" in msg and "max_deletes=199" in msg, msg
+        assert "s-001, s-002" in msg
+        assert w.writes == 0
+    assert len(hub.query_all("SELECT deviceId FROM devices")) == 200
+    # At most ten (or a tenth of the selection) go without max_deletes.
+    keep = [f"s-{i:03d}" for i in range(10, 200)]
+    r = run_ok(ansible, play(task("bulk", "iothub_device_bulk", devices=keep, prune=True,
+                                  prune_query="tags.fleet = 'big'")))
+    assert r.task("bulk").result["deleted"] == [f"s-{i:03d}" for i in range(10)]
+
+
+# ------------------------------------------------------------------ 5. moves between two tasks' gateways
+def test_a_move_between_gateways_of_two_tasks_keeps_the_device_and_its_keys(ansible, emulator, hub):
+    def kids(*names):
+        return [{"device_id": n} for n in names]
+    for gw, children in (("gw1", kids("s1", "mover")), ("gw2", kids("s2"))):
+        run_ok(ansible, play(role_task("edge_gateway", edge_gateway_id=gw, edge_gateway_children=children)))
+    mover_keys = keys(hub, "mover")
+    assert len(hub.query_all("SELECT * FROM devices")) == 5  # indexed before the lag starts
+    emulator.configure(query_lag_s=LAG)
+    # The gaining task runs first (the documented order); the losing task prunes its children inside the lag,
+    # when the index still shows the mover under gw1.
+    run_ok(ansible, play(role_task("edge_gateway", edge_gateway_id="gw2", edge_gateway_children=kids("s2", "mover")),
+                         role_task("edge_gateway", edge_gateway_id="gw1", edge_gateway_children=kids("s1"),
+                                   edge_gateway_prune_children=True)))
+    mover = hub.get_device("mover").json()
+    assert mover["deviceScope"] == hub.get_device("gw2").json()["deviceScope"]
+    assert mover["authentication"]["symmetricKey"] == mover_keys  # never deleted and re-created
+
+
+# --------------------------------------------------------- 12. a clause the hub cannot read is an input error
+def test_a_prune_query_that_cannot_be_read_fails_before_any_request(ansible, emulator):
+    for clause, fragment in (("tags.site = 'it''s'", "\\'"), ("tags.group = 'x'", "[[group]]")):
+        with counting(emulator) as w:
+            r = ansible.run(play(task("bulk", "iothub_device_bulk", devices=["d"], prune=True, prune_query=clause)))
+        msg = r.task("bulk").result["msg"]
+        assert r.rc != 0 and "prune_query" in msg and fragment in msg and "un again" not in msg, msg
+        assert w.delta("requests") == 0
