@@ -37,7 +37,7 @@ def emulator_session(tmp_path_factory):
 @pytest.fixture
 def emulator(emulator_session):
     """The shared emulator, emptied and with default knobs, for one test."""
-    emulator_session.configure(latency_ms=0, fault_rate=0, query_lag_s=0, throttle=None)
+    emulator_session.configure(latency_ms=0, fault_rate=0, query_lag_s=0, throttle=None, drop_writes=0)
     emulator_session.reset()
     return emulator_session
 

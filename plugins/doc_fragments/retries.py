@@ -11,7 +11,7 @@ class ModuleDocFragment:
 options:
   timeout:
     description:
-      - Seconds to wait for each HTTP request.
+      - Seconds to wait for each HTTP request; greater than 0.
     type: float
     default: 30
   max_retries:

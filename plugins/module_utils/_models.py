@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
@@ -203,6 +204,12 @@ class _IdentitySpec:
         "tags": lambda v: check_twin_section(v, "tags"),
         "desired_properties": lambda v: check_twin_section(v, "desired_properties"),
     }
+
+    def with_keys(self, primary_key: Optional[str], secondary_key: Optional[str]) -> "_IdentitySpec":
+        """A copy that declares these keys instead of a rotation (the rotation's intent, once decided)."""
+        out = copy.copy(self)
+        out.primary_key, out.secondary_key, out.rotate_keys = primary_key, secondary_key, None
+        return out
 
     def __init__(self, **values: Any):
         problems: List[Tuple[str, str]] = [(k, "is not a known option") for k in values if k not in self.OPTIONS]

@@ -23,7 +23,13 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import check
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, IoTApiError, RetryPolicy, tls_verify
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import API_VERSION, IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import format_validation_error, input_error_types
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import REDACTED, PlanError, plan_secrets
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
+    REDACTED,
+    PlanError,
+    option_names,
+    plan_diff,
+    plan_secrets,
+)
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import EtagConflict
 
 # Shared by every module of the fleet.azure_iot.iothub action group (doc fragment: fleet.azure_iot.iothub).
@@ -56,6 +62,8 @@ def retry_policy(params: dict) -> RetryPolicy:
         value = params.get(opt)
         if value is not None and value < 0:
             raise ModuleFailure(f"{opt} must not be negative")
+    if params.get("timeout") is not None and params["timeout"] <= 0:
+        raise ModuleFailure(f"timeout must be greater than 0 (seconds a request may take), not {params['timeout']}")
     return RetryPolicy(max_retries=params["max_retries"], budget_seconds=params["retry_budget_seconds"],
                        backoff_seconds=params.get("retry_backoff_seconds"))
 
@@ -201,6 +209,48 @@ def device_connection_string(host: str, identity) -> str | None:
         return None
     module = f";ModuleId={identity['moduleId']}" if identity.get("moduleId") else ""
     return f"HostName={host};DeviceId={identity['deviceId']}{module};SharedAccessKey={keys['primaryKey']}"
+
+
+def connection_strings(host: str, identity) -> dict:
+    """``connection_string`` (primary key) and ``secondary_connection_string`` of a SAS identity; {} without keys."""
+    keys = ((identity or {}).get("authentication") or {}).get("symmetricKey") or {}
+    out = {}
+    for option, key in (("connection_string", "primaryKey"), ("secondary_connection_string", "secondaryKey")):
+        if keys.get(key):
+            out[option] = device_connection_string(host, {**identity, "authentication": {"symmetricKey": {
+                "primaryKey": keys[key]}}})
+    return out
+
+
+def identity_result(module: AnsibleModule, client, ensure, read_back, name: str, header: str, fields) -> dict:
+    """Run ENSURE (the converge of a device or module identity) and build the task's result under NAME.
+
+    ``action``, ``changes`` and the diff come from the plan this task wrote, not from a re-plan that found its own
+    write applied after a lost answer.  When the task fails after a write of it may have landed, and the keys were
+    asked for (``return_secrets``), the failure carries the connection strings of the keys the hub holds now
+    (READ_BACK reads them): a rotation that landed unanswered must not leave the caller without the live key."""
+    keep = module.params["return_secrets"]
+    try:
+        res = ensure()
+    except IoTApiError as exc:
+        if not (keep and getattr(exc, "changed", False)):
+            raise
+        try:
+            live = read_back()
+        except IoTApiError:
+            live = None
+        raise ModuleFailure(str(exc), error=exc.to_dict(), changed=True,
+                            **connection_strings(client.host, live)) from None
+    acted = res.acted
+    hide_plan_secrets(module, [res.plan, acted], keep)
+    hide_secrets(module, res.obj, keep)
+    result = {"changed": res.changed, "action": acted.action, "changes": option_names(acted.changes),
+              name: redact_device(res.obj, keep), "notes": res.notes}
+    if keep:
+        result.update(connection_strings(client.host, res.obj))
+    if module._diff:
+        result["diff"] = plan_diff(acted, header, fields)
+    return result
 
 
 TWIN_FIELDS = ("tags", "properties", "version", "etag")

@@ -55,6 +55,30 @@ class Converged:
     attempts: int = 1
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)  # for module.warn: what a user must see (check mode guesses)
+    written: Optional[Any] = None  # the first plan this task wrote (its answer may have been lost), else None
+
+    @property
+    def acted(self) -> Any:
+        """The plan to report: the one this task wrote, not a re-plan that found its own write already applied."""
+        return self.written if self.written is not None else self.plan
+
+
+class KeyIntent:
+    """A key rotation is decided once per task.  The first plan that rotates records the keys it intends; every
+    re-plan (after a lost answer or a conflict) then asks for exactly those keys instead of rotating again, so a
+    write that landed unanswered is found applied (``swap`` is not undone, ``primary`` is not rotated five times)
+    and one that did not land is sent again with the same new key."""
+
+    def __init__(self):
+        self.keys: Optional[tuple] = None
+
+    def spec_for(self, spec):
+        """SPEC as it must be planned now: as declared, or with the intended keys in place of the rotation."""
+        return spec if self.keys is None else spec.with_keys(*self.keys)
+
+    def record(self, spec, plan) -> None:
+        if self.keys is None and spec.rotate_keys and plan.after is not None and plan.action == "update":
+            self.keys = (plan.after["primary_key"], plan.after["secondary_key"])
 
 
 class Resource:
@@ -100,7 +124,8 @@ def _check_pinned(res: Resource, current, pinned: Optional[str], state_present: 
 def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = None,
              state_present: bool = True, notes: Optional[List[str]] = None) -> Converged:
     notes = notes if notes is not None else []
-    wrote, last_action = False, None
+    wrote, last_action, written = False, None, None
+    others = False  # a conflict this task's own lost answers do not explain: another writer is active
     try:
         for attempt in range(1, MAX_REPLANS + 1):
             current = res.read()
@@ -111,27 +136,41 @@ def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = No
                     notes.append(f"an earlier attempt of this task's {last_action} was applied by the service (its "
                                  "answer was lost); the state matches: changed")
                 predicted = current if plan.action == "none" else res.predict(current, plan)
-                return Converged(plan, predicted, wrote or (check_mode and plan.action != "none"), attempt, notes)
+                return Converged(plan, predicted, wrote or (check_mode and plan.action != "none"), attempt, notes,
+                                 written=written)
             last_action = plan.action
             try:
                 out = res.write(plan)
             except AmbiguousWriteError as exc:
                 wrote = True
+                written = written or plan
                 if exc.final:
                     raise
                 notes.append(f"attempt {attempt}: {exc}; re-reading")
                 continue
+            except IoTApiError as exc:
+                if getattr(exc, "changed", False):  # a first part of this write landed before the failure
+                    written = written or plan
+                raise
             wrote = wrote or out.maybe_applied or out.landed
+            if out.maybe_applied or out.landed or out.ok:
+                written = written or plan
+            if not out.ok and not out.maybe_applied:
+                others = True
             if out.ok:
-                return Converged(plan, out.obj, True, attempt, notes)
+                return Converged(plan, out.obj, True, attempt, notes, written=written)
             if pinned_etag is not None:
                 raise EtagConflict(f"etag: {res.label} changed since etag {pinned_etag!r} (HTTP {out.status}); read "
                                    "it again and decide, or drop the etag option")
             notes.append(f"attempt {attempt}: HTTP {out.status} on {plan.action}; "
                          + ("an earlier attempt may have been applied, " if out.maybe_applied else "")
                          + "re-reading and re-planning")
-        raise IoTApiError(f"{res.label} kept changing while it was being written ({MAX_REPLANS} attempts); another "
-                          "writer is active: run again when it is done")
+        if others:
+            raise IoTApiError(f"{res.label} kept changing while it was being written ({MAX_REPLANS} attempts); "
+                              "another writer is active: run again when it is done")
+        raise IoTApiError(f"{res.label}: the answers to this task's writes were lost {MAX_REPLANS} times (network or "
+                          "service faults, no other writer seen); a write may have landed: read it with the _info "
+                          "module, or run again")
     except (IoTApiError, EtagConflict) as exc:
         if wrote:
             exc.changed = True  # a write of this task may have landed: the failure must not hide it

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import MAX_EDGE_DEPTH, DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_device
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
     Converged,
+    KeyIntent,
     Resource,
     Written,
     converge,
@@ -34,9 +35,14 @@ class DeviceResource(Resource):
         self.notes = notes if notes is not None else []
         self.warnings: List[str] = []
         self.label = f"device {spec.device_id!r}"
+        self.keys = KeyIntent()
+
+    deleted_scope: Optional[str] = None  # the own scope of an edge device this task deletes
 
     def read(self):
         self.current = self.client.get_device(self.spec.device_id)
+        if self.current is not None and (self.current.get("capabilities") or {}).get("iotEdge"):
+            self.deleted_scope = self.current.get("deviceScope") or self.deleted_scope
         self.twin = read_twin(self.client, self.spec, self.current is not None)
         return self.current
 
@@ -45,7 +51,9 @@ class DeviceResource(Resource):
         parent_scope, parent_device = spec.parent, None  # None: unmanaged; "": detach
         if spec.state == "present" and spec.parent:
             parent_scope, parent_device = self.client.parent_of(spec.parent, self.check_mode, self.warnings)
-        plan = plan_device(spec, current, parent_scope if spec.state == "present" else None, fresh_key())
+        plan = plan_device(self.keys.spec_for(spec), current, parent_scope if spec.state == "present" else None,
+                           fresh_key())
+        self.keys.record(spec, plan)
         if plan.action == "delete" and not self.orphan_children:
             self._refuse_orphans(current)
         if plan.action in ("create", "update"):
@@ -134,4 +142,22 @@ def ensure_device(client: IoTHubClient, spec: DeviceSpec, *, check_mode: bool, p
     out = converge(res, check_mode=check_mode, pinned_etag=pinned_etag, state_present=spec.state == "present",
                    notes=notes)
     out.warnings = sorted(set(res.warnings))
+    if out.acted.action == "delete" and out.changed and not check_mode and not orphan_children:
+        _check_no_orphans(client, spec.device_id, out.acted.before, res.deleted_scope)
     return out
+
+
+def _check_no_orphans(client: IoTHubClient, device_id: str, before, scope: Optional[str]) -> None:
+    """After deleting an edge device, ask the index once more for its children.  The guard before the delete saw
+    the index, which lags, and nothing consistent lists a device's children: a child attached within the lag is
+    found only now (or not at all, if the index still lags): reported as a failure that names it."""
+    if not scope or not (before or {}).get("edge_enabled"):
+        return
+    kids = sorted(t["deviceId"] for t in client.children_of(scope) if t.get("deviceId") != device_id)
+    if kids:
+        exc = IoTApiError(f"state=absent: edge device {device_id!r} was deleted, but {len(kids)} device(s) still name "
+                          f"it as their parent ({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}): they were "
+                          "attached after the check before the delete, within the query index lag. Give them a new "
+                          "parent, or delete them")
+        exc.changed = True
+        raise exc

@@ -22,6 +22,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import Mod
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
     Converged,
+    KeyIntent,
     Resource,
     Written,
     converge,
@@ -34,6 +35,7 @@ class ModuleResource(Resource):
     def __init__(self, client: IoTHubClient, spec: ModuleSpec, *, force: bool = False):
         self.client, self.spec, self.force = client, spec, force
         self.label = f"module {spec.module_id!r} of device {spec.device_id!r}"
+        self.keys = KeyIntent()
 
     def _missing_device(self) -> PlanError:
         return PlanError(f"device_id: device {self.spec.device_id!r} does not exist; create it first "
@@ -53,7 +55,8 @@ class ModuleResource(Resource):
         return self.current
 
     def plan(self, current, pinned_etag):
-        plan = plan_module(self.spec, current, fresh_key(), self.force)
+        plan = plan_module(self.keys.spec_for(self.spec), current, fresh_key(), self.force)
+        self.keys.record(self.spec, plan)
         plan_twin_part(plan, self.spec, self.twin, self.label)
         if pinned_etag is not None and plan.etag is not None:
             plan.etag = pinned_etag.strip('"')

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import TWIN_SECTION_LIMITS, section_size
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_twin
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Written
@@ -23,9 +23,13 @@ def declared(spec) -> bool:
 
 
 def read_twin(client, spec, exists: bool, module_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    if not (declared(spec) and exists and spec.state == "present"):
+    """The twin, when the task declares twin content.  It is read even for an identity that does not exist yet:
+    the 404 proves the right the twin PATCH needs (ServiceConnect), so a credential without it fails before the
+    identity is written instead of after (a 401 here names the right)."""
+    if not (declared(spec) and spec.state == "present"):
         return None
-    return client.get_twin(spec.device_id, module_id)
+    twin = client.get_twin(spec.device_id, module_id)
+    return twin if exists else None
 
 
 def plan_twin_part(plan, spec, twin: Optional[Dict[str, Any]], label: str) -> None:
@@ -42,9 +46,19 @@ def plan_twin_part(plan, spec, twin: Optional[Dict[str, Any]], label: str) -> No
 
 
 def write_twin(client, plan, device_id: str, landed: bool, module_id: Optional[str] = None) -> Optional[Written]:
-    """PATCH the twin; None when applied, else the conflict (the identity part may have ``landed`` already)."""
+    """PATCH the twin; None when applied, else the conflict (the identity part may have ``landed`` already).  A
+    failure after a landed identity write says ``changed``: the task's result must not hide that write."""
     if not plan.twin:
         return None
+    try:
+        return _patch_twin(client, plan, device_id, landed, module_id)
+    except IoTApiError as exc:
+        if landed:
+            exc.changed = True
+        raise
+
+
+def _patch_twin(client, plan, device_id: str, landed: bool, module_id: Optional[str]) -> Optional[Written]:
     patch: Dict[str, Any] = {}
     if "tags" in plan.twin:
         patch["tags"] = plan.twin["tags"]

@@ -228,7 +228,9 @@ device:
     deviceScope: ms-azure-iot-edge://plant-gw-637121074930370650
     parentScopes: [ms-azure-iot-edge://plant-gw-637121074930370650]
 action:
-  description: What the plan decided, V(create), V(update), V(delete) or V(none).
+  description:
+    - What this task wrote, V(create), V(update) or V(delete), or V(none) when nothing needed writing.
+    - After a lost answer, the action of the write that may have landed (not the re-plan that found it applied).
   returned: always
   type: str
   sample: update
@@ -239,7 +241,15 @@ changes:
   elements: str
   sample: [status, status_reason]
 connection_string:
-  description: The device connection string with its primary key.
+  description:
+    - The device connection string with its primary key.
+    - Also in a failed result, with the keys the hub holds at that moment, when a write of this task may have
+      landed (its answer was lost): after a rotation, the key that is live.
+  returned: when O(return_secrets=true) and the device uses SAS keys
+  type: str
+  sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...
+secondary_connection_string:
+  description: The device connection string with its secondary key (in a failed result too, like RV(connection_string)).
   returned: when O(return_secrets=true) and the device uses SAS keys
   type: str
   sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...
@@ -258,14 +268,10 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import Dev
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     build_hub_client,
-    device_connection_string,
-    device_secrets,
-    hide_plan_secrets,
-    hide_secrets,
-    redact_device,
+    identity_result,
     run_module,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import option_names, plan_diff
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import FIELDS
 
 SPEC_OPTIONS = ("device_id", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
                 "secondary_thumbprint", "status", "status_reason", "edge_enabled", "parent", "tags",
@@ -299,25 +305,15 @@ def run(module: AnsibleModule) -> dict:
     p = module.params
     spec = DeviceSpec(**{k: p[k] for k in SPEC_OPTIONS})  # validated before any request
     client = build_hub_client(p, module.warn)
-    res = ensure_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"],
-                        orphan_children=p["orphan_children"])
-    for warning in res.warnings:
-        module.warn(warning)
-    keep = p["return_secrets"]
-    hide_plan_secrets(module, [res.plan], keep)
-    hide_secrets(module, res.obj, keep)
-    result = {
-        "changed": res.changed,
-        "action": res.plan.action,
-        "changes": option_names(res.plan.changes),
-        "device": redact_device(res.obj, keep),
-        "notes": res.notes,
-    }
-    if keep and device_secrets(res.obj):
-        result["connection_string"] = device_connection_string(client.host, res.obj)
-    if module._diff:
-        result["diff"] = plan_diff(res.plan, f"iothub device {spec.device_id}")
-    return result
+
+    def ensure():
+        res = ensure_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"],
+                            orphan_children=p["orphan_children"])
+        for warning in res.warnings:
+            module.warn(warning)
+        return res
+    return identity_result(module, client, ensure, lambda: client.get_device(spec.device_id), "device",
+                           f"iothub device {spec.device_id}", FIELDS)
 
 
 def main() -> None:

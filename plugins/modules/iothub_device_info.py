@@ -110,6 +110,11 @@ connection_string:
   returned: with O(device_id) and O(return_secrets=true), for a SAS device
   type: str
   sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...
+secondary_connection_string:
+  description: The device connection string with its secondary key.
+  returned: with O(device_id) and O(return_secrets=true), for a SAS device
+  type: str
+  sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...
 requests:
   description: How many requests of each kind the module made.
   returned: always
@@ -124,8 +129,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
     build_hub_client,
-    device_connection_string,
-    device_secrets,
+    connection_strings,
     hide_secrets,
     redact_device,
     run_module,
@@ -153,8 +157,8 @@ def run(module: AnsibleModule) -> dict:
         result["exists"] = device is not None
         if p["include_twin"] and device is not None:
             result["devices"][0]["twin"] = twin_of(client.get_twin(p["device_id"]))
-        if p["return_secrets"] and device_secrets(device):
-            result["connection_string"] = device_connection_string(client.host, device)
+        if p["return_secrets"]:
+            result.update(connection_strings(client.host, device))
     elif p["parent"] is not None:
         parent = client.get_device(p["parent"])
         if parent is None:

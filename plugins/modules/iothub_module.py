@@ -156,7 +156,9 @@ module:
       type: sas
       symmetricKey: {primaryKey: "********", secondaryKey: "********"}
 action:
-  description: What the plan decided, V(create), V(update), V(delete) or V(none).
+  description:
+    - What this task wrote, V(create), V(update) or V(delete), or V(none) when nothing needed writing.
+    - After a lost answer, the action of the write that may have landed (not the re-plan that found it applied).
   returned: always
   type: str
 changes:
@@ -165,7 +167,15 @@ changes:
   type: list
   elements: str
 connection_string:
-  description: The module connection string (C(HostName=...;DeviceId=...;ModuleId=...;SharedAccessKey=...)).
+  description:
+    - The module connection string (C(HostName=...;DeviceId=...;ModuleId=...;SharedAccessKey=...)) with its
+      primary key.
+    - Also in a failed result, with the keys the hub holds at that moment, when a write of this task may have
+      landed (its answer was lost).
+  returned: when O(return_secrets=true) and the module uses SAS keys
+  type: str
+secondary_connection_string:
+  description: The module connection string with its secondary key (in a failed result too, like RV(connection_string)).
   returned: when O(return_secrets=true) and the module uses SAS keys
   type: str
 notes:
@@ -181,14 +191,10 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import Mod
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     build_hub_client,
-    device_connection_string,
-    device_secrets,
-    hide_plan_secrets,
-    hide_secrets,
-    redact_device,
+    identity_result,
     run_module,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import AUTH_FIELDS, option_names, plan_diff
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import AUTH_FIELDS
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_module import ensure_module
 
 SPEC_OPTIONS = ("device_id", "module_id", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
@@ -199,17 +205,11 @@ def run(module: AnsibleModule) -> dict:
     p = module.params
     spec = ModuleSpec(**{k: p[k] for k in SPEC_OPTIONS})  # validated before any request
     client = build_hub_client(p, module.warn)
-    res = ensure_module(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"], force=p["force"])
-    keep = p["return_secrets"]
-    hide_plan_secrets(module, [res.plan], keep)
-    hide_secrets(module, res.obj, keep)
-    result = {"changed": res.changed, "action": res.plan.action, "changes": option_names(res.plan.changes),
-              "module": redact_device(res.obj, keep), "notes": res.notes}
-    if keep and device_secrets(res.obj):
-        result["connection_string"] = device_connection_string(client.host, res.obj)
-    if module._diff:
-        result["diff"] = plan_diff(res.plan, f"iothub module {spec.device_id}/{spec.module_id}", AUTH_FIELDS)
-    return result
+    return identity_result(
+        module, client,
+        lambda: ensure_module(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"], force=p["force"]),
+        lambda: client.get_module(spec.device_id, spec.module_id), "module",
+        f"iothub module {spec.device_id}/{spec.module_id}", AUTH_FIELDS)
 
 
 def main() -> None:

@@ -120,3 +120,93 @@ def test_a_prune_query_that_cannot_be_read_fails_before_any_request(ansible, emu
         msg = r.task("bulk").result["msg"]
         assert r.rc != 0 and "prune_query" in msg and fragment in msg and "un again" not in msg, msg
         assert w.delta("requests") == 0
+
+
+# ------------------------------------------------------------------- 6, 7. a rotation happens exactly once
+def _rotate(ansible, module: str, rotation: str, **extra):
+    args = {"device_id": "r"} if module == "iothub_device" else {"device_id": "r", "module_id": "m"}
+    return ansible.run(play(task("rotate", module, rotate_keys=rotation, return_secrets=True, **args,
+                                 **{**FAST, **extra})), allow_secrets=True)
+
+
+def _live(hub, module: str) -> dict:
+    path = "/devices/r" if module == "iothub_device" else "/devices/r/modules/m"
+    return hub.request("GET", path).json()["authentication"]["symmetricKey"]
+
+
+def _setup_identity(hub, module: str) -> None:
+    hub.put_device("r", {"deviceId": "r"})
+    if module == "iothub_module":
+        hub.request("PUT", "/devices/r/modules/m", json={"moduleId": "m", "deviceId": "r"})
+
+
+def test_a_swap_whose_answer_is_lost_is_applied_once(ansible, emulator, hub):
+    for module in ("iothub_device", "iothub_module"):
+        emulator.reset()
+        _setup_identity(hub, module)
+        before = _live(hub, module)
+        emulator.configure(drop_writes=1)
+        r = _rotate(ansible, module, "swap")
+        assert emulator.stats()["faults_injected"].get("drop_after_apply") == 1  # the answer really was lost
+        res = r.task("rotate").result
+        assert r.rc == 0 and res["changed"] and res["action"] == "update", r.output[-3000:]
+        after = _live(hub, module)
+        assert after == {"primaryKey": before["secondaryKey"], "secondaryKey": before["primaryKey"]}, module
+
+
+def test_lost_answers_rotate_the_primary_once_and_return_the_live_key(ansible, emulator, hub):
+    for module in ("iothub_device", "iothub_module"):
+        emulator.reset()
+        _setup_identity(hub, module)
+        before = _live(hub, module)
+        emulator.configure(drop_writes=3)
+        with counting(emulator) as w:
+            r = _rotate(ansible, module, "primary")
+        res = r.task("rotate").result
+        assert r.rc == 0 and res["changed"] and res["action"] == "update", r.output[-3000:]
+        after = _live(hub, module)
+        assert after["secondaryKey"] == before["secondaryKey"] and after["primaryKey"] != before["primaryKey"]
+        assert res["connection_string"].endswith(f"SharedAccessKey={after['primaryKey']}")
+        assert res["secondary_connection_string"].endswith(f"SharedAccessKey={after['secondaryKey']}")
+        assert w.delta("registry_writes") == 1, module  # one rotation landed, not five
+        # When the answers stay lost, the task fails, says changed, names no other writer, and still returns the
+        # key that is live in the hub.
+        emulator.configure(drop_writes=50)
+        r = _rotate(ansible, module, "primary", max_retries=2)
+        emulator.configure(drop_writes=0)
+        res = r.task("rotate").result
+        live = _live(hub, module)
+        assert r.rc != 0 and res["changed"] is True, r.output[-3000:]
+        assert "another writer" not in res["msg"]
+        assert res["connection_string"].endswith(f"SharedAccessKey={live['primaryKey']}")
+        assert live["primaryKey"] != after["primaryKey"]  # its rotation did land
+
+
+# -------------------------------------------------------- 10. rights proven before the first write
+def test_twin_content_without_service_connect_fails_before_any_write(ansible, emulator):
+    cs = emulator.policy_connection_string("registryReadWrite")
+    for device_id in ("new-dev", "new-dev"):
+        with counting(emulator) as w:
+            r = ansible.run(play(task("dev", "iothub_device", device_id=device_id, tags={"site": "a"},
+                                      connection_string=cs)))
+        res = r.task("dev").result
+        assert r.rc != 0 and "ServiceConnect" in res["msg"] and res.get("changed") is False, res
+        assert w.writes == 0
+
+
+# ---------------------------------------------------------------------- 11. the action that was written
+def test_a_create_whose_answer_was_lost_reports_create(ansible, emulator, hub):
+    emulator.configure(drop_writes=1)
+    r = run_ok(ansible, play(task("dev", "iothub_device", device_id="lost-create", **FAST)))
+    res = r.task("dev").result
+    assert emulator.stats()["faults_injected"].get("drop_after_apply") == 1
+    assert res["changed"] and res["action"] == "create" and "status" in res["changes"], res
+    assert exists(hub, "lost-create")
+
+
+# ------------------------------------------------------------------------------- 12. timeout must be > 0
+def test_timeout_zero_is_an_input_error(ansible, emulator):
+    with counting(emulator) as w:
+        r = ansible.run(play(task("dev", "iothub_device", device_id="d", timeout=0)))
+    assert r.rc != 0 and "timeout must be greater than 0" in r.task("dev").result["msg"]
+    assert w.delta("requests") == 0

@@ -147,6 +147,14 @@ class Stats:
         }
 
 
+def _is_write(scope) -> bool:
+    """A request that changes the service's state (queries and test-queries are POSTs that do not)."""
+    method, path = scope.get("method"), scope.get("path", "")
+    if method in ("PUT", "PATCH", "DELETE"):
+        return True
+    return method == "POST" and not path.endswith("/query") and not path.endswith("/testQueries")
+
+
 def tracking_message(request_id: str) -> str:
     ts = _dt.datetime.now(_dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
     return f"Tracking ID:{request_id.replace('-', '')}-G:0-TimeStamp:{ts}"
@@ -180,6 +188,7 @@ class Emulator:
         self.throttle = Throttle(parse_throttle(settings.throttle))
         self.extra_routes: list[Route] = []
         self.races: dict[str, dict] = {}
+        self.drop_writes = 0  # the next N write requests are applied and then lose their answer (a test knob)
         self.central = None
         if central_app is not None:
             from .central import CentralApi
@@ -388,6 +397,10 @@ class Emulator:
                 if not kinds or any(k not in FAULT_KINDS for k in kinds):
                     raise ValueError(f"fault_kinds must be a non-empty list of {', '.join(FAULT_KINDS)}")
                 s.fault_kinds = kinds
+            elif key == "drop_writes":
+                if int(value) < 0:
+                    raise ValueError("drop_writes must be 0 or more")
+                self.drop_writes = int(value)
             elif key == "query_lag_s":
                 s.query_lag_s = float(value)
                 self.registry.index.lag = self.registry.module_index.lag = s.query_lag_s
@@ -446,7 +459,10 @@ class Emulator:
             if self.settings.latency_ms > 0:
                 await asyncio.sleep(self.settings.latency_ms / 1000.0)
             fault = None
-            if self.settings.fault_rate > 0 and self.fault_rng.random() < self.settings.fault_rate:
+            if self.drop_writes > 0 and _is_write(scope):
+                self.drop_writes -= 1  # POST /_emulator/config {"drop_writes": N}: the next N writes lose their answer
+                fault = "drop_after"
+            elif self.settings.fault_rate > 0 and self.fault_rng.random() < self.settings.fault_rate:
                 fault = self.fault_rng.choice(self.settings.fault_kinds)
             if fault is None:
                 return await inner(scope, receive, send_with_headers)

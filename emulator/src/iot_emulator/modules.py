@@ -259,13 +259,14 @@ def routes(emu) -> list:
                 raise ApiError(404, "ModuleNotFound", f"{did}/{mid}")
             return emu.json(reg.get_module(did, mid))  # no ETag header on module responses (recorded)
         emu.guard(request, "RegistryWrite")
-        emu.stats.registry_writes += 1
         if request.method == "PUT":
             body = await emu.read_json(request)
             out = put_module(reg, did, mid, body, request.headers.get("if-match"))
+            emu.stats.registry_writes += 1  # a write that was applied (as for devices): a 412 is not one
             emu.persist()
             return emu.json(out)  # 200 on create too (recorded)
         delete_module(reg, did, mid, request.headers.get("if-match"))
+        emu.stats.registry_writes += 1
         emu.persist()
         return Response(status_code=204, headers={"Content-Length": "0"})
 
