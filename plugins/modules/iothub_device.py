@@ -123,6 +123,9 @@ options:
       - With O(state=absent), delete an IoT Edge device even though devices still name it as their parent.
       - By default such a delete fails before any write and names the children, because they would be left
         pointing at a C(deviceScope) that no longer exists. Move or delete them first, or set this to V(true).
+      - The children are found with a query, and the query index lags; a child attached within the lag is not
+        seen before the delete. After the delete the module queries once more and fails, naming any child it
+        finds then (the delete has happened, so the result says changed).
     type: bool
     default: false
     version_added: 1.1.0
@@ -244,7 +247,7 @@ connection_string:
   description:
     - The device connection string with its primary key.
     - Also in a failed result, with the keys the hub holds at that moment, when a write of this task may have
-      landed (its answer was lost): after a rotation, the key that is live.
+      landed (its answer was lost). After a rotation, that is the key that is live.
   returned: when O(return_secrets=true) and the device uses SAS keys
   type: str
   sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...

@@ -68,6 +68,10 @@ options:
   prune:
     description:
       - Delete the devices that match O(prune_query) but are not in O(devices).
+      - The query index lags behind writes, so each candidate's twin is read again with GET and O(prune_query) is
+        evaluated against it. A device that no longer matches (another job re-tagged it moments ago) is left alone
+        with a note. The same holds in check mode, and when a delete meets a conflict (the device is re-checked,
+        never deleted harder).
     type: bool
     default: false
   prune_children:
@@ -78,6 +82,8 @@ options:
         the gateways at least one declared device names as C(parent), and, with O(tree), the nodes that carry a
         C(children) list (V([]) included). A nested gateway declared without any of its children keeps them.
       - Devices elsewhere in the hub, and grandchildren, are never touched; see O(prune_descendants).
+      - Each candidate is confirmed with a GET of its twin before it is deleted; one that another task has moved
+        to another gateway (even within the query index lag) is left alone.
     type: bool
     default: false
   prune_descendants:
@@ -95,6 +101,10 @@ options:
         their parent.
       - By default such a run fails before any write and names the children, because they would be left pointing
         at a C(deviceScope) that no longer exists.
+      - What the check cannot see. A gateway's children are found with a query, and the query index lags (seconds,
+        up to minutes), and nothing strongly consistent lists them. A child attached within that lag is invisible
+        before the delete. After deleting gateways the module queries their children once more and fails,
+        naming every child it finds then; a child the index still does not show is not found.
     type: bool
     default: false
     version_added: 1.1.0
@@ -104,6 +114,8 @@ options:
         delete more fails before any write and says how many, with the first ids.
       - When not set, a prune that would delete every device its selector matches (O(prune_query), or all the
         children O(prune_children) looks at) is refused; that is the mark of an empty or wrong device list.
+        So is a prune of more than 10 devices that is also more than 10 % of what the selectors match (a device
+        list that a failed lookup cut short); the message names both counts and the first ids.
         Set O(max_deletes) to the number you mean to delete to allow it.
     type: int
     version_added: 1.1.0
@@ -111,6 +123,9 @@ options:
     description:
       - The WHERE clause of an IoT Hub query that selects the devices this task owns, for example
         C(tags.fleet = 'plant-7'). Required with O(prune=true), and an error without it.
+      - It is read before any request, and evaluated again against each candidate's twin. It may use comparisons, C(IN),
+        C(AND), C(OR), C(NOT), and the functions C(IS_DEFINED), C(IS_NULL), C(ARRAY_CONTAINS), C(STARTS_WITH) and
+        C(ENDS_WITH). A quote inside a string is written C(\'), a reserved word used as a name C([[name]]).
     type: str
   diff_detail:
     description:
@@ -224,6 +239,7 @@ EXAMPLES = r"""
         parent: line1-gw
     prune: true
     prune_query: "tags.fleet = 'plant-7'"
+    max_deletes: 10           # the most this nightly run may delete; more fails before any write
 
 - name: Thousands of sensors, given by id (an entry may be a device id instead of a dictionary)
   fleet.azure_iot.iothub_device_bulk:

@@ -25,6 +25,8 @@ MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "io
 NOT_RUNNABLE = {
     ("docs/awx.md", 0): "an execution-environment definition for ansible-builder, not a playbook; "
                         "tests/packaging runs ansible-builder create on the collection's own EE metadata",
+    ("docs/key-rotation.md", 0): "it needs -e step=N, one step per run: test_intent.py runs it step by step as a "
+                                 "user would, checking after each step that the devices' key is still valid",
     ("iotcentral_device", "Name the application once for every IoT Central task of a play"):
         "it names a real application host (contoso-store.azureiotcentral.com), which cannot be reached here; "
         "the same module_defaults mechanism is tested against the emulator in test_iotcentral.py",

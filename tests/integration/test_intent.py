@@ -210,3 +210,29 @@ def test_timeout_zero_is_an_input_error(ansible, emulator):
         r = ansible.run(play(task("dev", "iothub_device", device_id="d", timeout=0)))
     assert r.rc != 0 and "timeout must be greater than 0" in r.task("dev").result["msg"]
     assert w.delta("requests") == 0
+
+
+# ------------------------------------------------------- 8. the rotation guide, run as a user runs it
+def test_the_key_rotation_guide_keeps_a_live_key_at_every_step(ansible, emulator, hub, tmp_path):
+    import re
+    from pathlib import Path
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "key-rotation.md").read_text()
+    [playbook] = re.findall(r"```yaml\n(.*?)```", guide, flags=re.S)
+    path = tmp_path / "rotate-keys.yml"
+    path.write_text(playbook)
+    hub.put_device("plant-gw", {"deviceId": "plant-gw"})
+    held = keys(hub, "plant-gw")["primaryKey"]  # what the device connects with
+
+    with counting(emulator) as w:
+        r = ansible.run(path)  # no step: refused, nothing written
+    assert r.rc != 0 and "one step per job" in r.output and w.writes == 0
+
+    for step in ("1", "2", "3", "4"):
+        r = ansible.run(path, extra_vars={"step": step})
+        assert r.rc == 0, r.output[-3000:]
+        if step == "2":  # the device takes the key that was handed over
+            held = (tmp_path / "plant-gw.connection-string").read_text().strip().split("SharedAccessKey=")[1]
+        live = keys(hub, "plant-gw")
+        assert held in (live["primaryKey"], live["secondaryKey"]), f"after step {step} the device's key is dead"
+    live = keys(hub, "plant-gw")
+    assert live["primaryKey"] == held  # the devices end on the primary, the old keys are retired
