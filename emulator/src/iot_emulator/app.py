@@ -303,6 +303,9 @@ class Emulator:
             after = body.get("after", target)  # which GET sets it off (default: a GET of what it changes)
             if after not in ("device", "twin"):
                 return JSONResponse({"error": "after: device or twin"}, status_code=400)
+            if int(body.get("times", 1)) <= 0:  # times 0 disarms
+                self.races.pop((after, body["device_id"]), None)
+                return JSONResponse({"disarmed": body["device_id"], "after": after})
             self.races[(after, body["device_id"])] = {"patch": body.get("patch", {}), "target": target,
                                                       "remaining": int(body.get("times", 1))}
             return JSONResponse({"armed": body["device_id"], "target": target, "after": after})
