@@ -122,7 +122,11 @@ class FleetMachine(RuleBasedStateMachine):
     def _stats(self) -> dict:
         return self.emulator.stats()
 
-    def _step(self, name: str, args: dict, *, check: bool = False, allowed_deletes=frozenset(), rotation=None):
+    def _step(self, name: str, args: dict, *, check: bool = False, allowed_deletes=frozenset(), rotation=None,
+              selects_scope=None):
+        """Run one module task and check the invariants.  ALLOWED_DELETES: what the task's selector truly matches
+        before it runs; SELECTS_SCOPE(scope): whether a device moved under SCOPE mid-step still matches it (a
+        prune_children selector; None: a move keeps it selected)."""
         before = self._snapshot()
         s0 = self._stats()
         started = time.monotonic()
@@ -142,8 +146,10 @@ class FleetMachine(RuleBasedStateMachine):
             if race is not None:
                 self.emulator.race(race[0], {}, times=0, target="device", after="twin")  # disarm if it did not go off
         s1 = self._stats()
-        if s1["races_applied"] > s0["races_applied"]:  # the other job moved it mid-step: no longer ours to delete
-            allowed_deletes = set(allowed_deletes) - {race[0]}
+        if s1["races_applied"] > s0["races_applied"]:  # the other job moved it mid-step
+            moved_to = before.devices[race[1]]["scope"]
+            if selects_scope is not None and not selects_scope(moved_to):
+                allowed_deletes = set(allowed_deletes) - {race[0]}  # no longer this task's to delete
             self.attached[race[0]] = self.epoch
         after = self.last = Snapshot(self.hub)
         writes = (s1["registry_writes"] - s0["registry_writes"]) + (s1["twin_writes"] - s0["twin_writes"])
@@ -243,7 +249,7 @@ class FleetMachine(RuleBasedStateMachine):
         self._step("iothub_device_bulk", {"devices": [{"device_id": gw, "edge_enabled": True}]
                                           + [{"device_id": d, "parent": gw} for d in sorted(members)],
                                           "prune_children": True, "max_deletes": len(LEAVES)},
-                   allowed_deletes=allowed)
+                   allowed_deletes=allowed, selects_scope=lambda moved_to: moved_to == scope)
         for d in members:
             self.attached[d] = self.epoch
 
