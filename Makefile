@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests run on every core (pytest-xdist); each worker has its own emulator and Azurite.
 PYTEST_WORKERS ?= auto
 
-.PHONY: all venv test lint sanity docs compat test-unit test-emulator test-integration demo bench clean
+.PHONY: all venv test lint sanity docs compat test-unit test-emulator test-integration demo bench chaos clean
 
 all: test
 
@@ -55,6 +55,11 @@ compat:
 
 bench: venv
 	$(BIN)/python scripts/bench.py
+
+# The model-based test with many more random sequences than make test runs, from a new seed each time (CHAOS_SEED,
+# CHAOS_EXAMPLES, CHAOS_STEPS); a failure prints its seed.
+chaos: venv
+	CHAOS_SEED=$${CHAOS_SEED:-random} CHAOS_EXAMPLES=$${CHAOS_EXAMPLES:-1000} CHAOS_STEPS=$${CHAOS_STEPS:-30} $(BIN)/python -m pytest -p no:xdist $(PYTEST_ARGS) tests/integration/test_model_based.py
 
 clean:
 	rm -rf $(VENV) .venv-docs .pytest_cache .hypothesis .demo .bench tests/output build
