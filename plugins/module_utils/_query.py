@@ -177,9 +177,9 @@ class _Reader:
             return compare
         negate = self._word("NOT")
         if self._word("IN"):
-            values = self._list()
+            values = tuple(self._list())
 
-            def member(d, left=left, values=values):
+            def member(d):
                 v = left(d)
                 return v is not _NONE and any(_same(v, x) for x in values)
             return (lambda d: not member(d)) if negate else member
@@ -213,11 +213,12 @@ class _Reader:
             return self._call()
         if kind not in ("w", "name"):
             raise QueryError("expected a property or a value at " + (f"position {at} ({value!r})" if kind else "the end"))
-        path = [self._name()]
+        parts = [self._name()]
         while self._punct("."):
-            path.append(self._name())
+            parts.append(self._name())
+        path = tuple(parts)
 
-        def get(d, path=path):
+        def get(d):
             cur = d
             for part in path:
                 if not isinstance(cur, dict) or part not in cur:
