@@ -56,6 +56,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import TWIN_SECTION_LIMITS, section_size
 from ansible_collections.fleet.azure_iot.plugins.module_utils._query import QueryError, compile_where
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import KeyIntent, fresh_key
 
 MAX_BATCH = 100
 PLAN_CHUNK = 1000  # devices planned at a time (their plans are dropped once their writes are collected)
@@ -319,10 +320,6 @@ def parse_specs(devices, defaults, labels: Optional[List[str]] = None) -> List[D
                 merged[key] = deep_merge(defaults[key], entry[key])
         where = labels[i] if labels else f"devices[{i}]"
         label = f"{where} ({entry.get('device_id')})" if entry.get("device_id") else where
-        if entry.get("rotate_keys") is not None or merged.get("rotate_keys") is not None:
-            problems.append(f"{label}: rotate_keys is a deliberate action on one identity: use "
-                            "fleet.azure_iot.iothub_device (or iothub_module)")
-            continue
         try:
             specs.append(DeviceSpec(**merged))
         except SpecError as exc:
@@ -435,6 +432,9 @@ class BulkReconciler:
         self.jobs = jobs  # the import/export jobs path (storage_container_uri), or None
         self.read_current = False  # True when the state was read by an export job (current, not a lagging index)
         self.maybe_written: Dict[str, str] = {}  # device id -> import mode of a write whose answer was lost
+        # rotate_keys: each rotation decided once (the keys it puts in), re-planned as those keys after a conflict
+        # or a lost answer (the same rule as iothub_device's)
+        self.key_intents: Dict[str, KeyIntent] = {s.device_id: KeyIntent() for s in specs if s.rotate_keys}
         self.out = Outcome()
         self._lock = threading.Lock()
 
@@ -881,7 +881,16 @@ class BulkReconciler:
 
     def plan(self, s: DeviceSpec):
         known = self.state.get(s.device_id) or Known(None, True, None)
-        plan = plan_device(s, known.identity, self.parent_scope(s) if s.state == "present" else None)
+        spec, intent = s, self.key_intents.get(s.device_id)
+        if intent is not None:
+            if known.exists and not known.keys_known and intent.keys is None:
+                spec = s.with_keys(None, None)  # the keys are not read yet: rotated once they are (needs_get)
+            else:
+                spec = intent.spec_for(s)
+        plan = plan_device(spec, known.identity, self.parent_scope(s) if s.state == "present" else None,
+                           fresh_key() if spec.rotate_keys else None)
+        if intent is not None and spec.rotate_keys:
+            intent.record(spec, plan)
         twin = plan_twin(s, known.twin) if s.state == "present" and plan.action != "delete" else {}
         for part, option in (("tags", "tags"), ("desired", "desired_properties")):
             full = (twin.get("full") or {}).get(part)
@@ -896,8 +905,8 @@ class BulkReconciler:
     def needs_get(self, s: DeviceSpec, plan: DevicePlan, known: Known) -> bool:
         if known.keys_known or not known.exists or s.state != "present":
             return False
-        if s.primary_key is not None or s.secondary_key is not None:
-            return True  # declared keys must be compared with the hub's
+        if s.primary_key is not None or s.secondary_key is not None or s.rotate_keys:
+            return True  # declared keys must be compared with the hub's, a rotation keeps the other key
         return plan.action == "update" and plan.after["auth_type"] == "sas" and plan.before["auth_type"] == "sas"
 
     # --------------------------------------------------------------- writes
@@ -1035,6 +1044,8 @@ class BulkReconciler:
             retry, to_refresh = [], []
             for did, (err, maybe) in self.send(entries).items():
                 p = by_id[did]
+                if did in self.key_intents and (err is None or maybe):
+                    self.key_intents[did].landed(p.spec, p)
                 if err is None:
                     self._record(did, p.mode)
                     self.state[did] = p.successor
@@ -1198,6 +1209,30 @@ class BulkReconciler:
         if not self.check_mode and not self.orphan_children:
             self.check_no_orphans()
         return self.out
+
+    def rotated_identities(self) -> List[Dict[str, Any]]:
+        """The identities (id and keys) of the devices whose keys this task rotated, with the keys the hub holds:
+        the keys written for a confirmed rotation, those read back (GET) for one that failed or was not done (its
+        write may have landed).  A rotation that landed unanswered must not leave the caller without the live key."""
+        out, read_back = [], []
+        failed = {f["deviceId"] for f in self.out.failed}
+        for did, intent in sorted(self.key_intents.items()):
+            keys = intent.rotated
+            if keys is None:
+                continue
+            if did in self.out.updated and did not in failed:
+                out.append({"deviceId": did, "authentication": {"symmetricKey": {"primaryKey": keys[0],
+                                                                                 "secondaryKey": keys[1]}}})
+            else:  # failed, or not done when the run stopped
+                read_back.append(did)
+        for did in read_back:
+            try:
+                live = self.client.get_device(did)
+            except IoTApiError:
+                continue
+            if live is not None:
+                out.append(live)
+        return sorted(out, key=lambda d: d["deviceId"])
 
     def check_no_orphans(self) -> None:
         """After deleting gateways, ask the index once more for their children.  The guard before the deletes saw

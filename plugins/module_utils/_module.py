@@ -153,6 +153,10 @@ class SecretMask:
             self.values.add(value)
             self.lengths.add(len(value))
 
+    def reveal(self, value) -> None:
+        """VALUE is no longer masked (a key the task was asked to return)."""
+        self.values.discard(value)
+
     def text(self, text: str) -> str:
         if text in self.values:
             return NO_LOG_PLACEHOLDER

@@ -80,6 +80,17 @@ class KeyIntent:
         if self.keys is None and spec.rotate_keys and plan.after is not None and plan.action == "update":
             self.keys = (plan.after["primary_key"], plan.after["secondary_key"])
 
+    def landed(self, spec, plan) -> None:
+        """PLAN's write landed or may have: a create gave the identity fresh keys, so no re-plan rotates them.  (A
+        create refused because the identity existed already did not land: its re-plan rotates.)"""
+        if self.keys is None and spec.rotate_keys and plan.action == "create":
+            self.keys = (None, None)
+
+    @property
+    def rotated(self) -> Optional[tuple]:
+        """The keys this task's rotation puts in (primary, secondary), or None (no rotation, or a create)."""
+        return self.keys if self.keys is not None and self.keys[0] is not None else None
+
 
 class Resource:
     """What one kind of resource supplies to ``converge``; ``label`` names it in messages ("device 'x'")."""
@@ -103,6 +114,9 @@ class Resource:
     def predict(self, current: Optional[Any], plan) -> Optional[Any]:
         """What check mode says the object will be after the plan."""
         return None if plan.action == "delete" else current
+
+    def landed(self, plan) -> None:
+        """PLAN's write landed, or may have (its answer was lost): what the next re-plan must take into account."""
 
 
 def _check_pinned(res: Resource, current, pinned: Optional[str], state_present: bool) -> None:
@@ -144,6 +158,7 @@ def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = No
             except AmbiguousWriteError as exc:
                 wrote = True
                 written = written or plan
+                res.landed(plan)
                 if exc.final:
                     raise
                 notes.append(f"attempt {attempt}: {exc}; re-reading")
@@ -155,6 +170,7 @@ def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = No
             wrote = wrote or out.maybe_applied or out.landed
             if out.maybe_applied or out.landed or out.ok:
                 written = written or plan
+                res.landed(plan)
             if not out.ok and not out.maybe_applied:
                 others = True
             if out.ok:

@@ -46,6 +46,9 @@ class DeviceResource(Resource):
         self.twin = read_twin(self.client, self.spec, self.current is not None)
         return self.current
 
+    def landed(self, plan):
+        self.keys.landed(self.spec, plan)
+
     def plan(self, current, pinned_etag):
         spec = self.spec
         parent_scope, parent_device = spec.parent, None  # None: unmanaged; "": detach

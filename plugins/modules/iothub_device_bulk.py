@@ -40,7 +40,13 @@ options:
       - The devices to converge. An entry is a device id (a string), or a dictionary that takes the options of
         M(fleet.azure_iot.iothub_device) (C(device_id),
         C(state), C(auth_type), C(primary_key), C(secondary_key), C(primary_thumbprint), C(secondary_thumbprint),
-        C(status), C(status_reason), C(edge_enabled), C(parent)) plus C(tags) and C(desired_properties).
+        C(status), C(status_reason), C(edge_enabled), C(parent), C(rotate_keys)) plus C(tags) and
+        C(desired_properties).
+      - C(rotate_keys) (V(primary), V(secondary) or V(swap), in an entry or in O(defaults) for the whole fleet)
+        rotates the device's SAS keys through the bulk registry, in batches, like the option of
+        M(fleet.azure_iot.iothub_device) - every run rotates again, so run it as its own task (see the key rotation
+        guide). Each rotation is decided once per task; after a conflict or a lost answer the module writes the
+        keys it decided, never a second rotation. A device that does not exist yet is created with new keys.
       - C(tags) and C(desired_properties) are dictionaries; only the keys given are managed, and a key set to
         V(null) is removed from the twin.
       - A C(parent) may be another entry of the list (it is written first) or a device that already exists.
@@ -196,6 +202,13 @@ options:
     type: float
     default: 3600
     version_added: 1.1.0
+  return_secrets:
+    description:
+      - Return the connection strings of the devices whose keys this task rotated, in RV(secrets). Without it,
+        every key is masked in the output.
+    type: bool
+    default: false
+    version_added: 1.2.0
   batch_size:
     description:
       - Devices per bulk call, at most 100.
@@ -340,6 +353,25 @@ jobs:
   elements: dict
   version_added: 1.1.0
   sample: [{id: 0a1b..., type: export, status: completed, seconds: 3.2, devices: 100000}]
+secrets:
+  description:
+    - With O(return_secrets=true), the devices whose keys this task rotated, with the connection strings of the keys
+      the hub now holds. A device whose rotation failed is listed with the keys read back from the hub (its write
+      may have landed unanswered), so the caller never loses the live key.
+  returned: when O(return_secrets=true) and not in check mode
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  contains:
+    device_id:
+      description: The device.
+      type: str
+    connection_string:
+      description: The connection string with its primary key.
+      type: str
+    secondary_connection_string:
+      description: The connection string with its secondary key.
+      type: str
 notes:
   description: Reconciliations along the way (a device that changed between read and write, an index that lagged).
   returned: always
@@ -359,9 +391,22 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     IOTHUB_ARGS,
     ModuleFailure,
     build_hub_client,
+    connection_strings,
     run_module,
     secret_mask,
 )
+
+
+def rotated_secrets(module: AnsibleModule, client, rec: BulkReconciler) -> dict:
+    """``secrets``: the connection strings of the rotated devices (with return_secrets), unmasked; {} otherwise."""
+    if not module.params["return_secrets"] or module.check_mode:
+        return {}
+    out = []
+    for ident in rec.rotated_identities():
+        for key in (((ident.get("authentication") or {}).get("symmetricKey")) or {}).values():
+            secret_mask(module).reveal(key)  # asked for: every other key stays masked
+        out.append({"device_id": ident["deviceId"], **connection_strings(client.host, ident)})
+    return {"secrets": out}
 
 
 def run(module: AnsibleModule) -> dict:
@@ -402,7 +447,7 @@ def run(module: AnsibleModule) -> dict:
             updated=sorted(out.updated), deleted=sorted(out.deleted), unchanged=sorted(out.unchanged),
             failed_devices=out.failed, not_done=pending, requests=client.counters.as_dict(),
             jobs=jobs.runner.records if jobs is not None else [],
-            error=exc.to_dict()) from None
+            error=exc.to_dict(), **rotated_secrets(module, client, rec)) from None
     for warning in sorted(set(out.warnings)):
         module.warn(warning)
     result = {
@@ -414,6 +459,7 @@ def run(module: AnsibleModule) -> dict:
         "jobs": jobs.runner.records if jobs is not None else [],
         "pacing": client.pacer.report(),
     }
+    result.update(rotated_secrets(module, client, rec))
     if module._diff:
         result["diff"] = rec.diffs()
     if out.failed:
@@ -447,6 +493,7 @@ def main() -> None:
             prune_query=dict(type="str"),
             batch_size=dict(type="int", default=100),
             max_concurrency=dict(type="int", default=4),
+            return_secrets=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
         required_one_of=[("devices", "tree")],

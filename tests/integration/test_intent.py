@@ -182,6 +182,78 @@ def test_lost_answers_rotate_the_primary_once_and_return_the_live_key(ansible, e
         assert live["primaryKey"] != after["primaryKey"]  # its rotation did land
 
 
+# ------------------------------------------------- 9. a fleet's keys rotated in batches, once, returned live
+def _fleet_keys(hub, ids) -> dict:
+    return {d: keys(hub, d) for d in ids}
+
+
+def test_a_fleet_rotation_through_the_bulk_registry_lands_once_and_returns_the_live_keys(ansible, emulator, hub):
+    fleet = [f"r{i}" for i in range(5)]
+    hub.bulk([{"id": d, "importMode": "create"} for d in fleet + ["other"]])
+    other = keys(hub, "other")
+    before = _fleet_keys(hub, fleet)
+    args = {"devices": fleet, "defaults": {"rotate_keys": "swap"}, "batch_size": 2, **FAST}
+    with counting(emulator) as w:  # check mode predicts the rotation and writes nothing
+        r = run_ok(ansible, play(task("rotate", "iothub_device_bulk", **args)), check=True)
+    assert r.task("rotate").result["updated"] == fleet and w.writes == 0
+    # A swap applied twice is no swap: the first bulk call's answer is lost, and its retry meets 412.
+    emulator.configure(drop_writes=1)
+    r = run_ok(ansible, play(task("rotate", "iothub_device_bulk", return_secrets=True, **args)), allow_secrets=True)
+    assert emulator.stats()["faults_injected"].get("drop_after_apply") == 1
+    res = r.task("rotate").result
+    after = _fleet_keys(hub, fleet)
+    assert res["changed"] and res["updated"] == fleet, res
+    for d in fleet:
+        assert after[d] == {"primaryKey": before[d]["secondaryKey"], "secondaryKey": before[d]["primaryKey"]}, d
+    assert keys(hub, "other") == other  # not in the task: untouched
+    live = {s["device_id"]: s for s in res["secrets"]}
+    assert sorted(live) == fleet
+    for d in fleet:
+        assert live[d]["connection_string"].endswith(f"SharedAccessKey={after[d]['primaryKey']}")
+        assert live[d]["secondary_connection_string"].endswith(f"SharedAccessKey={after[d]['secondaryKey']}")
+
+    # A primary rotation without return_secrets: no key of the fleet anywhere in the output.
+    r = run_ok(ansible, play(task("rotate", "iothub_device_bulk", **dict(args, defaults={"rotate_keys": "primary"}))))
+    res = r.task("rotate").result
+    now = _fleet_keys(hub, fleet)
+    assert "secrets" not in res and res["updated"] == fleet
+    for d in fleet:
+        assert now[d]["secondaryKey"] == after[d]["secondaryKey"] and now[d]["primaryKey"] != after[d]["primaryKey"]
+        assert now[d]["primaryKey"] not in r.output and now[d]["secondaryKey"] not in r.output
+
+    # Answers that stay lost: the task fails, says changed, and returns the keys the hub holds for every device.
+    emulator.configure(drop_writes=50)
+    r = ansible.run(play(task("rotate", "iothub_device_bulk", return_secrets=True,
+                              **dict(args, defaults={"rotate_keys": "secondary"}, max_retries=1))),
+                    allow_secrets=True)
+    emulator.configure(drop_writes=0)
+    res = r.task("rotate").result
+    final = _fleet_keys(hub, fleet)
+    assert r.rc != 0 and res["changed"] is True, r.output[-3000:]
+    live = {s["device_id"]: s for s in res["secrets"]}
+    assert sorted(live) == fleet, res["secrets"]
+    for d in fleet:
+        assert final[d]["primaryKey"] == now[d]["primaryKey"]  # a secondary rotation never touches the primary
+        assert live[d]["secondary_connection_string"].endswith(f"SharedAccessKey={final[d]['secondaryKey']}")
+
+
+def test_a_fleet_rotation_rotates_a_device_the_lagging_index_does_not_show_and_creates_a_missing_one(
+        ansible, emulator, hub):
+    emulator.configure(query_lag_s=LAG)
+    hub.put_device("fresh", {"deviceId": "fresh"})  # created within the lag: the query does not show it
+    before = keys(hub, "fresh")
+    with counting(emulator) as w:
+        r = run_ok(ansible, play(task("rotate", "iothub_device_bulk", devices=["fresh", "new"],
+                                      defaults={"rotate_keys": "primary"}, return_secrets=True, **FAST)),
+                   allow_secrets=True)
+    res = r.task("rotate").result
+    after = keys(hub, "fresh")
+    assert res["updated"] == ["fresh"] and res["created"] == ["new"], res
+    assert after["primaryKey"] != before["primaryKey"] and after["secondaryKey"] == before["secondaryKey"]
+    assert [s["device_id"] for s in res["secrets"]] == ["fresh"]  # a created device was not rotated after
+    assert w.delta("registry_writes") == 2, w.delta("registry_writes")
+
+
 # -------------------------------------------------------- 10. rights proven before the first write
 def test_twin_content_without_service_connect_fails_before_any_write(ansible, emulator):
     cs = emulator.policy_connection_string("registryReadWrite")

@@ -163,10 +163,15 @@ def test_bad_input_for_the_new_options(ansible, emulator, hub):
         ("iothub_module", {"device_id": "d", "module_id": "m", "tags": {"$t": 1}}, "tags"),
         ("iothub_module_info", {"module_id": "m"}, "module_id needs device_id"),
         ("iothub_module_info", {"query": "moduleId = 'm'", "return_secrets": True}, "return_secrets"),
-        ("iothub_device_bulk", {"devices": [{"device_id": "d", "rotate_keys": "primary"}]}, "rotate_keys"),
+        ("iothub_device_bulk", {"devices": [{"device_id": "d", "rotate_keys": "primary", "primary_key": K1}]},
+         "rotate_keys"),
+        ("iothub_device_bulk", {"devices": ["d"], "defaults": {"rotate_keys": "swap", "state": "absent"}},
+         "rotate_keys"),
     ]
     no_write = [
         ("iothub_device", {"device_id": "x509", "rotate_keys": "primary"}, "does not authenticate with SAS keys"),
+        ("iothub_device_bulk", {"devices": [{"device_id": "x509", "rotate_keys": "primary"}]},
+         "does not authenticate with SAS keys"),
         ("iothub_module", {"device_id": "nobody", "module_id": "m"}, "device 'nobody' does not exist"),
     ]
     for cases, zero in ((before_any, "requests"), (no_write, "write_requests")):
