@@ -886,7 +886,7 @@ class BulkReconciler:
             if known.exists and not known.keys_known and intent.keys is None:
                 spec = s.with_keys(None, None)  # the keys are not read yet: rotated once they are (needs_get)
             else:
-                spec = intent.spec_for(s)
+                spec = intent.spec_for(s, known.identity)
         plan = plan_device(spec, known.identity, self.parent_scope(s) if s.state == "present" else None,
                            fresh_key() if spec.rotate_keys else None)
         if intent is not None and spec.rotate_keys:
@@ -1044,8 +1044,6 @@ class BulkReconciler:
             retry, to_refresh = [], []
             for did, (err, maybe) in self.send(entries).items():
                 p = by_id[did]
-                if did in self.key_intents and (err is None or maybe):
-                    self.key_intents[did].landed(p.spec, p)
                 if err is None:
                     self._record(did, p.mode)
                     self.state[did] = p.successor

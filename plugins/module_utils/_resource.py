@@ -63,28 +63,46 @@ class Converged:
         return self.written if self.written is not None else self.plan
 
 
+def sas_keys(identity) -> tuple:
+    """(primary, secondary) SAS keys of a device or module identity (None where it has none)."""
+    keys = ((identity or {}).get("authentication") or {}).get("symmetricKey") or {}
+    return keys.get("primaryKey") or None, keys.get("secondaryKey") or None
+
+
 class KeyIntent:
     """A key rotation is decided once per task.  The first plan that rotates records the keys it intends; every
     re-plan (after a lost answer or a conflict) then asks for exactly those keys instead of rotating again, so a
     write that landed unanswered is found applied (``swap`` is not undone, ``primary`` is not rotated five times)
-    and one that did not land is sent again with the same new key."""
+    and one that did not land is sent again with the same new key.
+
+    An identity that does not exist is created with new keys of this task (``created``), not the hub's: after a
+    create whose answer was lost, an identity holding exactly those keys is this task's (no rotation follows), and
+    one holding others was there before (the index did not show it, or another writer made it): it is rotated."""
 
     def __init__(self):
-        self.keys: Optional[tuple] = None
+        self.keys: Optional[tuple] = None  # the keys a rotation of an existing identity puts in
+        self.created: Optional[tuple] = None  # the keys this task's create carries
 
-    def spec_for(self, spec):
-        """SPEC as it must be planned now: as declared, or with the intended keys in place of the rotation."""
-        return spec if self.keys is None else spec.with_keys(*self.keys)
+    def spec_for(self, spec, current=None):
+        """SPEC as it must be planned against CURRENT: with the intended keys in place of the rotation once decided,
+        with new keys for a create, else as declared."""
+        if self.keys is not None:
+            return spec.with_keys(*self.keys)
+        if not spec.rotate_keys or spec.state != "present":
+            return spec
+        if current is None:
+            if self.created is None:
+                self.created = (fresh_key(), fresh_key())
+            return spec.with_keys(*self.created)
+        if self.created is not None:
+            if sas_keys(current) == self.created:
+                return spec.with_keys(*self.created)  # this task's create landed: nothing to rotate
+            self.created = None  # it did not land: the identity was there before it, and is rotated
+        return spec
 
     def record(self, spec, plan) -> None:
         if self.keys is None and spec.rotate_keys and plan.after is not None and plan.action == "update":
             self.keys = (plan.after["primary_key"], plan.after["secondary_key"])
-
-    def landed(self, spec, plan) -> None:
-        """PLAN's write landed or may have: a create gave the identity fresh keys, so no re-plan rotates them.  (A
-        create refused because the identity existed already did not land: its re-plan rotates.)"""
-        if self.keys is None and spec.rotate_keys and plan.action == "create":
-            self.keys = (None, None)
 
     @property
     def rotated(self) -> Optional[tuple]:
@@ -115,8 +133,6 @@ class Resource:
         """What check mode says the object will be after the plan."""
         return None if plan.action == "delete" else current
 
-    def landed(self, plan) -> None:
-        """PLAN's write landed, or may have (its answer was lost): what the next re-plan must take into account."""
 
 
 def _check_pinned(res: Resource, current, pinned: Optional[str], state_present: bool) -> None:
@@ -158,7 +174,6 @@ def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = No
             except AmbiguousWriteError as exc:
                 wrote = True
                 written = written or plan
-                res.landed(plan)
                 if exc.final:
                     raise
                 notes.append(f"attempt {attempt}: {exc}; re-reading")
@@ -170,7 +185,6 @@ def converge(res: Resource, *, check_mode: bool, pinned_etag: Optional[str] = No
             wrote = wrote or out.maybe_applied or out.landed
             if out.maybe_applied or out.landed or out.ok:
                 written = written or plan
-                res.landed(plan)
             if not out.ok and not out.maybe_applied:
                 others = True
             if out.ok:

@@ -46,15 +46,12 @@ class DeviceResource(Resource):
         self.twin = read_twin(self.client, self.spec, self.current is not None)
         return self.current
 
-    def landed(self, plan):
-        self.keys.landed(self.spec, plan)
-
     def plan(self, current, pinned_etag):
         spec = self.spec
         parent_scope, parent_device = spec.parent, None  # None: unmanaged; "": detach
         if spec.state == "present" and spec.parent:
             parent_scope, parent_device = self.client.parent_of(spec.parent, self.check_mode, self.warnings)
-        plan = plan_device(self.keys.spec_for(spec), current, parent_scope if spec.state == "present" else None,
+        plan = plan_device(self.keys.spec_for(spec, current), current, parent_scope if spec.state == "present" else None,
                            fresh_key())
         self.keys.record(spec, plan)
         if plan.action == "delete" and not self.orphan_children:

@@ -54,11 +54,8 @@ class ModuleResource(Resource):
         self.twin = read_twin(self.client, spec, self.current is not None, spec.module_id)
         return self.current
 
-    def landed(self, plan):
-        self.keys.landed(self.spec, plan)
-
     def plan(self, current, pinned_etag):
-        plan = plan_module(self.keys.spec_for(self.spec), current, fresh_key(), self.force)
+        plan = plan_module(self.keys.spec_for(self.spec, current), current, fresh_key(), self.force)
         self.keys.record(self.spec, plan)
         plan_twin_part(plan, self.spec, self.twin, self.label)
         if pinned_etag is not None and plan.etag is not None:

@@ -68,6 +68,7 @@ def _run_block(ansible, text: str, extra_vars: dict, label: str):
 def test_markdown_examples_run_as_written_in_order(ansible, emulator, hub, azurite):
     extra = {"vault_iothub_connection_string": emulator.connection_string,
              "sensors": [{"device_id": f"sensor-{i}"} for i in range(1, 4)],
+             "line1_sensors": ["line1-sensor-1", "line1-sensor-2"],
              "fleet_container_sas_url": azurite.container_uri("docs-fleet"),
              "migration_container_sas_url": azurite.container_uri("docs-migration")}
     ran = 0

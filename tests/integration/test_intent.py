@@ -289,7 +289,7 @@ def test_the_key_rotation_guide_keeps_a_live_key_at_every_step(ansible, emulator
     import re
     from pathlib import Path
     guide = (Path(__file__).resolve().parents[2] / "docs" / "key-rotation.md").read_text()
-    [playbook] = re.findall(r"```yaml\n(.*?)```", guide, flags=re.S)
+    playbook = re.findall(r"```yaml\n(.*?)```", guide, flags=re.S)[0]  # the guide's playbook (then a fleet task)
     path = tmp_path / "rotate-keys.yml"
     path.write_text(playbook)
     hub.put_device("plant-gw", {"deviceId": "plant-gw"})
