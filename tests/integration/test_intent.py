@@ -93,6 +93,35 @@ def test_a_prune_that_would_delete_most_of_its_selection_is_refused(ansible, emu
     assert r.task("bulk").result["deleted"] == [f"s-{i:03d}" for i in range(10)]
 
 
+# ------------------------------------------- 4. a child attached within the lag is found after the delete
+def test_a_child_attached_within_the_lag_fails_the_gateway_delete_naming_it(ansible, emulator, hub):
+    """The guard before a gateway delete reads the index, which lags, and nothing consistent lists a gateway's
+    children: the task queries again after the delete and fails naming a child it finds then.  The emulator's
+    query_lag_queries makes the lag end between the two queries (a write shows after N more queries)."""
+    for module in ("iothub_device", "iothub_device_bulk"):
+        emulator.reset()
+        hub.put_device("gw", {"deviceId": "gw", "capabilities": {"iotEdge": True}})
+        hub.put_device("keep", {"deviceId": "keep"})
+        hub.query_all("SELECT deviceId FROM devices")  # indexed
+        scope = hub.get_device("gw").json()["deviceScope"]
+        args = ({"device_id": "gw", "state": "absent"} if module == "iothub_device"
+                else {"devices": [{"device_id": "gw", "state": "absent"}, "keep"]})
+        with counting(emulator) as w:  # the queries the task makes before its delete (check mode makes them too)
+            run_ok(ansible, play(task("gw", module, **args)), check=True)
+        emulator.configure(query_lag_queries=w.delta("query_pages"))
+        hub.put_device("late", {"deviceId": "late", "deviceScope": scope, "parentScopes": [scope]})
+        r = ansible.run(play(task("gw", module, **args)))
+        emulator.configure(query_lag_queries=0)
+        res = r.task("gw").result
+        assert r.rc != 0 and res["changed"] is True, r.output[-3000:]
+        assert hub.get_device("gw").status_code == 404  # the guard did not see the child: the delete went ahead
+        if module == "iothub_device":
+            assert "still name it as their parent (late)" in res["msg"], res
+        else:
+            assert [(f["deviceId"], f["errorCode"]) for f in res["failed_devices"]] == [("late", "OrphanedChild")], res
+        assert exists(hub, "late") and exists(hub, "keep")  # reported, never deleted
+
+
 # ------------------------------------------------------------------ 5. moves between two tasks' gateways
 def test_a_move_between_gateways_of_two_tasks_keeps_the_device_and_its_keys(ansible, emulator, hub):
     def kids(*names):

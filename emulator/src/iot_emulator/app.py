@@ -55,6 +55,7 @@ class Settings:
     fault_seed: int | None = None
     fault_kinds: tuple = DEFAULT_FAULT_KINDS
     query_lag_s: float = 0.0
+    query_lag_queries: int = 0  # a write shows in queries only after this many more queries were answered
     throttle: str | None = None  # "S1:2"
     state_file: Path | None = None
     entra_test_mode: bool = False
@@ -65,7 +66,8 @@ class Settings:
     def public(self) -> dict:
         return {"latency_ms": self.latency_ms, "fault_rate": self.fault_rate, "fault_seed": self.fault_seed,
                 "fault_kinds": list(self.fault_kinds), "query_lag_s": self.query_lag_s,
-                "throttle": self.throttle, "state_file": str(self.state_file) if self.state_file else None,
+                "query_lag_queries": self.query_lag_queries, "throttle": self.throttle,
+                "state_file": str(self.state_file) if self.state_file else None,
                 "entra_test_mode": self.entra_test_mode, "bulk_twin_mode": self.bulk_twin_mode,
                 "max_page_size": self.max_page_size, "query_right": self.query_right}
 
@@ -407,6 +409,11 @@ class Emulator:
             elif key == "query_lag_s":
                 s.query_lag_s = float(value)
                 self.registry.index.lag = self.registry.module_index.lag = s.query_lag_s
+            elif key == "query_lag_queries":
+                if int(value) < 0:
+                    raise ValueError("query_lag_queries must be 0 or more")
+                s.query_lag_queries = int(value)
+                self.registry.index.lag_queries = self.registry.module_index.lag_queries = s.query_lag_queries
             elif key == "throttle":
                 s.throttle = value or None
                 self.throttle = Throttle(parse_throttle(s.throttle))

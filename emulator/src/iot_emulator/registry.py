@@ -107,16 +107,20 @@ class QueryIndex:
 
     Writes are recorded with their time; a query sees the writes older than ``lag`` seconds, so a device
     created a moment ago is missing from the results and a device deleted a moment ago is a "ghost".
+    ``lag_queries`` (a test knob) holds a write back until that many more queries were answered too: a lag that
+    ends at a chosen request of a task instead of at a wall-clock time.
     """
 
     def __init__(self, lag: float = 0.0):
         self.lag = lag
+        self.lag_queries = 0
+        self.queries = 0  # queries answered so far
         self.visible: dict[str, dict] = {}
         self.pending: deque = deque()
         self._sorted: list[str] | None = None
 
     def record(self, device_id: str, doc: dict | None, at: float) -> None:
-        self.pending.append((at, device_id, doc))
+        self.pending.append((at, self.queries, device_id, doc))
 
     def clear(self) -> None:
         self.visible.clear()
@@ -124,9 +128,11 @@ class QueryIndex:
         self._sorted = None
 
     def settle(self, now: float) -> None:
+        """Called once per query request, before it is answered."""
         cutoff = now - self.lag
-        while self.pending and (self.lag <= 0 or self.pending[0][0] <= cutoff):
-            _, device_id, doc = self.pending.popleft()
+        while self.pending and (self.lag <= 0 or self.pending[0][0] <= cutoff) \
+                and self.queries - self.pending[0][1] >= self.lag_queries:
+            _, _, device_id, doc = self.pending.popleft()
             if doc is None:
                 if self.visible.pop(device_id, None) is not None:
                     self._sorted = None
@@ -736,6 +742,7 @@ class Registry:
         q = _query.parse(text)
         index = self.module_index if q.source == "devices.modules" else self.index
         index.settle(time.time())
+        index.queries += 1
         # §7: clamp to 1..max page size; a missing or invalid value means the maximum, never a 4xx.
         page = self.max_page_size if not max_items or max_items < 1 else min(max_items, self.max_page_size)
         qhash = hashlib.sha256(text.encode()).hexdigest()[:12]
