@@ -163,18 +163,20 @@ def _live(hub, module: str) -> dict:
     return hub.request("GET", path).json()["authentication"]["symmetricKey"]
 
 
-def _setup_identity(hub, module: str) -> None:
+def _fresh_identity(emulator, hub, module: str, drop_writes: int) -> dict:
+    """A new hub with identity r (and module m), the next DROP_WRITES answers to be lost; its keys."""
+    emulator.reset()
     hub.put_device("r", {"deviceId": "r"})
     if module == "iothub_module":
         hub.request("PUT", "/devices/r/modules/m", json={"moduleId": "m", "deviceId": "r"})
+    before = _live(hub, module)
+    emulator.configure(drop_writes=drop_writes)
+    return before
 
 
 def test_a_swap_whose_answer_is_lost_is_applied_once(ansible, emulator, hub):
     for module in ("iothub_device", "iothub_module"):
-        emulator.reset()
-        _setup_identity(hub, module)
-        before = _live(hub, module)
-        emulator.configure(drop_writes=1)
+        before = _fresh_identity(emulator, hub, module, drop_writes=1)
         r = _rotate(ansible, module, "swap")
         assert emulator.stats()["faults_injected"].get("drop_after_apply") == 1  # the answer really was lost
         res = r.task("rotate").result
@@ -185,10 +187,7 @@ def test_a_swap_whose_answer_is_lost_is_applied_once(ansible, emulator, hub):
 
 def test_lost_answers_rotate_the_primary_once_and_return_the_live_key(ansible, emulator, hub):
     for module in ("iothub_device", "iothub_module"):
-        emulator.reset()
-        _setup_identity(hub, module)
-        before = _live(hub, module)
-        emulator.configure(drop_writes=3)
+        before = _fresh_identity(emulator, hub, module, drop_writes=3)
         with counting(emulator) as w:
             r = _rotate(ansible, module, "primary")
         res = r.task("rotate").result

@@ -27,7 +27,9 @@ from .registry import (
     is_wildcard,
     new_key,
     now_iso,
+    rotated_keys_answer,
     twin_etag_of,
+    with_new_keys,
     _validate_key,
     _validate_thumbprint,
 )
@@ -132,20 +134,13 @@ def regenerate_module_key(reg, device_id: Any, module_id: Any, which: tuple) -> 
     existing = _module(reg, device_id, module_id) if isinstance(device_id, str) and isinstance(module_id, str) else None
     if existing is None:
         raise ApiError(404, "ModuleNotFound", f"{device_id}/{module_id}")
-    if existing["authentication"]["type"] != "sas":
-        raise ApiError(400, "InvalidAuthenticationType", f"Module {device_id}/{module_id} does not use symmetric keys")
-    record = copy.deepcopy(existing)
-    for k in which:
-        record["authentication"]["symmetricKey"][k] = new_key()
+    record = with_new_keys(existing, which, f"Module {device_id}/{module_id}")
     counter = reg.counters.get(f"{device_id}/{module_id}", reg._next_module_counter()) + 1
     reg.counters[f"{device_id}/{module_id}"] = counter
     record["etag"] = etag_of(counter)
     reg.modules[device_id][module_id] = record
     reg._publish_module(device_id, module_id, time.time())
-    keys = record["authentication"]["symmetricKey"]
-    return {"id": device_id, "moduleId": module_id,
-            "primaryKey": keys["primaryKey"] if "primaryKey" in which else None,
-            "secondaryKey": keys["secondaryKey"] if "secondaryKey" in which else None, "etag": record["etag"]}
+    return {"id": device_id, "moduleId": module_id, **rotated_keys_answer(record, which)}
 
 
 def delete_module(reg, device_id: str, module_id: str, if_match: str | None) -> None:

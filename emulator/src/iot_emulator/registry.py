@@ -102,6 +102,23 @@ def _validate_thumbprint(name: str, value: Any) -> str | None:
     return value
 
 
+def with_new_keys(existing: dict, which: tuple, what: str) -> dict:
+    """A copy of a SAS identity (device or module) with new keys in WHICH ("primaryKey", "secondaryKey")."""
+    if existing["authentication"]["type"] != "sas":
+        raise ApiError(400, "InvalidAuthenticationType", f"{what} does not use symmetric keys")
+    record = copy.deepcopy(existing)
+    for k in which:
+        record["authentication"]["symmetricKey"][k] = new_key()
+    return record
+
+
+def rotated_keys_answer(record: dict, which: tuple) -> dict:
+    """The keys part of a keys/regenerate answer: only the rotated keys, the other one null."""
+    keys = record["authentication"]["symmetricKey"]
+    return {"primaryKey": keys["primaryKey"] if "primaryKey" in which else None,
+            "secondaryKey": keys["secondaryKey"] if "secondaryKey" in which else None, "etag": record["etag"]}
+
+
 class QueryIndex:
     """The query store: eventually consistent with the registry (§3.2).
 
@@ -539,15 +556,8 @@ class Registry:
         dev = self.devices.get(did) if isinstance(did, str) else None
         if dev is None:
             raise ApiError(404, "DeviceNotFound", f"Device {did!r} not found")
-        if dev["authentication"]["type"] != "sas":
-            raise ApiError(400, "InvalidAuthenticationType", f"Device {did!r} does not use symmetric keys")
-        record = copy.deepcopy(dev)
-        for k in which:
-            record["authentication"]["symmetricKey"][k] = new_key()
-        stored = self._store(record, dev, time.time())
-        keys = stored["authentication"]["symmetricKey"]
-        return {"id": did, "primaryKey": keys["primaryKey"] if "primaryKey" in which else None,
-                "secondaryKey": keys["secondaryKey"] if "secondaryKey" in which else None, "etag": stored["etag"]}
+        stored = self._store(with_new_keys(dev, which, f"Device {did!r}"), dev, time.time())
+        return {"id": did, **rotated_keys_answer(stored, which)}
 
     # ------------------------------------------------------------- modules
     def list_modules(self, device_id: str) -> list[dict]:
