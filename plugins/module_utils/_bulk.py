@@ -1025,11 +1025,13 @@ class BulkReconciler:
             for start in range(0, len(pending), PLAN_CHUNK):
                 self._plan_chunk(pending[start:start + PLAN_CHUNK], entries, by_id, patches)
             if self.check_mode:
-                creates = sorted(did for did, p in by_id.items() if p.action == "create")
-                if creates and round_no == 1 and not self.read_current:
-                    # The query index lags: a device created moments ago is invisible to it.  The real run
-                    # reconciles that; check mode must not predict a create it would not make: confirm with GET.
-                    self.refresh(creates, with_twin=True)
+                writes = sorted({did for did, p in by_id.items() if p.action != "delete"}
+                                | {s.device_id for s, _twin, _known in patches})
+                if writes and round_no == 1 and not self.read_current:
+                    # The query index lags: a device created moments ago is invisible to it, a twin changed moments
+                    # ago shows its old content.  The real run reconciles that through its conditional writes;
+                    # check mode must not predict a write it would not make: confirm with GET (twin included).
+                    self.refresh(writes, with_twin=True)
                     continue
                 for did, p in by_id.items():
                     self._record(did, p.mode)

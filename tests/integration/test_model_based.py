@@ -29,6 +29,7 @@ import os
 import random
 import time
 
+import hypothesis
 import hypothesis.core
 
 from hypothesis import HealthCheck, settings
@@ -195,8 +196,8 @@ class FleetMachine(RuleBasedStateMachine):
             if not failed and not lost:
                 assert bool(res.get("changed")) == (writes > 0), f"changed={res.get('changed')}, {writes} writes: {label}"
             self.lost = lost
-        for gw in gone:
-            if before.devices[gw]["scope"]:
+        for gw in gone:  # a deleted edge device: its own scope is dead (a leaf's deviceScope is its parent's)
+            if before.devices[gw]["edge"] and before.devices[gw]["scope"]:
                 self.deleted_in[before.devices[gw]["scope"]] = self.epoch
         return res
 
@@ -363,10 +364,14 @@ def test_fleet_model(emulator_factory):
     emu = emulator_factory("--query-lag-s", str(LAG), "--fault-kinds", "drop,500,503,429", "--fault-seed", str(seed),
                            name="model")
     FleetMachine.emulator = emu
+    machine = FleetMachine
+    if os.environ.get("CHAOS_REPRODUCE"):  # the blob a failure prints (@reproduce_failure): replay that one example
+        machine = hypothesis.reproduce_failure(hypothesis.__version__, os.environ["CHAOS_REPRODUCE"].encode())(
+            type("ReplayedFleetMachine", (FleetMachine,), {}))
     forced = hypothesis.core.global_force_seed
     hypothesis.core.global_force_seed = seed  # what pytest's --hypothesis-seed sets
     try:
-        run_state_machine_as_test(FleetMachine, settings=settings(
+        run_state_machine_as_test(machine, settings=settings(
             max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, print_blob=True, database=None,
             suppress_health_check=list(HealthCheck)))
     except BaseException:
