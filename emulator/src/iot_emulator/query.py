@@ -332,8 +332,8 @@ def _compare(op: str, left, right):
             return not _eq(a, b)
         if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
             return False
-        if isinstance(a, bool) or a is None:
-            return False
+        if isinstance(a, bool) or isinstance(b, bool) or a is None:
+            return False  # booleans have no order, not even against numbers (0 >= false is no match)
         return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
     return cmp
 

@@ -5,7 +5,7 @@ refuse what it cannot read before any request."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._query import QueryError, compile_where
@@ -90,6 +90,8 @@ twins = st.fixed_dictionaries({
 
 @settings(max_examples=300, deadline=None)
 @given(clause=clauses, twin=twins)
+@example(clause="tags.fleet >= false", twin={"deviceId": "d", "status": "enabled", "capabilities": {"iotEdge": False},
+                                             "tags": {"fleet": 0}, "properties": {"desired": {}}})  # once disagreed
 def test_selects_what_the_emulator_query_engine_selects(clause, twin):
     engine = pytest.importorskip("iot_emulator.query")
     hub = engine.parse("SELECT * FROM devices WHERE " + clause).where
