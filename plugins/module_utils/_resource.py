@@ -134,7 +134,6 @@ class Resource:
         return None if plan.action == "delete" else current
 
 
-
 def _check_pinned(res: Resource, current, pinned: Optional[str], state_present: bool) -> None:
     if pinned is None:
         return
