@@ -1217,7 +1217,7 @@ class BulkReconciler:
         out, read_back = [], []
         failed = {f["deviceId"] for f in self.out.failed}
         for did, intent in sorted(self.key_intents.items()):
-            keys = intent.rotated
+            keys = intent.keys  # None: no rotation decided (a create, or not planned before the run stopped)
             if keys is None:
                 continue
             if did in self.out.updated and did not in failed:

@@ -104,11 +104,6 @@ class KeyIntent:
         if self.keys is None and spec.rotate_keys and plan.after is not None and plan.action == "update":
             self.keys = (plan.after["primary_key"], plan.after["secondary_key"])
 
-    @property
-    def rotated(self) -> Optional[tuple]:
-        """The keys this task's rotation puts in (primary, secondary), or None (no rotation, or a create)."""
-        return self.keys if self.keys is not None and self.keys[0] is not None else None
-
 
 class Resource:
     """What one kind of resource supplies to ``converge``; ``label`` names it in messages ("device 'x'")."""

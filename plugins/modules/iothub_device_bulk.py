@@ -392,6 +392,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
     ModuleFailure,
     build_hub_client,
     connection_strings,
+    device_secrets,
     run_module,
     secret_mask,
 )
@@ -403,7 +404,7 @@ def rotated_secrets(module: AnsibleModule, client, rec: BulkReconciler) -> dict:
         return {}
     out = []
     for ident in rec.rotated_identities():
-        for key in (((ident.get("authentication") or {}).get("symmetricKey")) or {}).values():
+        for key in device_secrets(ident):
             secret_mask(module).reveal(key)  # asked for: every other key stays masked
         out.append({"device_id": ident["deviceId"], **connection_strings(client.host, ident)})
     return {"secrets": out}
