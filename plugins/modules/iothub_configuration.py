@@ -21,14 +21,16 @@ description:
 author:
   - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
-  - fleet.azure_iot.iothub
-  - fleet.azure_iot.retries
-  - fleet.azure_iot.attributes
-  - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
+  - fleet.azure_iot._iothub
+  - fleet.azure_iot._retries
+  - fleet.azure_iot._attributes
+  - fleet.azure_iot._attributes.ACTIONGROUP_IOTHUB
 attributes:
   check_mode:
     support: full
   diff_mode:
+    support: full
+  idempotent:
     support: full
 options:
   id:

@@ -15,11 +15,11 @@ description:
 author:
   - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
-  - fleet.azure_iot.iothub
-  - fleet.azure_iot.retries
-  - fleet.azure_iot.attributes
-  - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
-  - fleet.azure_iot.attributes.INFO_MODULE
+  - fleet.azure_iot._iothub
+  - fleet.azure_iot._retries
+  - fleet.azure_iot._attributes
+  - fleet.azure_iot._attributes.ACTIONGROUP_IOTHUB
+  - fleet.azure_iot._attributes.INFO_MODULE
 options:
   id:
     description:

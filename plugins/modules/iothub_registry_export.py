@@ -21,10 +21,10 @@ description:
 author:
   - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:
-  - fleet.azure_iot.iothub
-  - fleet.azure_iot.retries
-  - fleet.azure_iot.attributes
-  - fleet.azure_iot.attributes.ACTIONGROUP_IOTHUB
+  - fleet.azure_iot._iothub
+  - fleet.azure_iot._retries
+  - fleet.azure_iot._attributes
+  - fleet.azure_iot._attributes.ACTIONGROUP_IOTHUB
 attributes:
   check_mode:
     support: full
@@ -32,6 +32,9 @@ attributes:
   diff_mode:
     support: N/A
     details: An export changes nothing in the hub; there is nothing to show as a diff.
+  idempotent:
+    support: none
+    details: Every run starts a new export job (C(changed=true)); check mode starts none.
 options:
   storage_container_uri:
     description:

@@ -24,6 +24,18 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
+def test_changelog_records_the_release_galaxy_yml_names():
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    releases = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text())["releases"]
+    assert version in releases, f"galaxy.yml says {version}; run antsibull-changelog release"
+    assert f"v{version}" in (REPO / "CHANGELOG.rst").read_text()
+
+
+def test_doc_fragments_are_private():
+    fragments = sorted(p.name for p in (REPO / "plugins" / "doc_fragments").glob("*.py"))
+    assert fragments and all(name.startswith("_") for name in fragments), fragments
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_renders_every_module(collections_root, module):
     r = run([str(BIN / "ansible-doc"), "--json", f"fleet.azure_iot.{module}"],
@@ -34,6 +46,7 @@ def test_ansible_doc_renders_every_module(collections_root, module):
     attrs = doc["doc"]["attributes"]
     assert attrs["check_mode"]["support"] == "full" and attrs["diff_mode"]["support"] in ("full", "N/A")
     assert attrs["action_group"]["membership"], module
+    assert attrs["idempotent"]["support"] in ("full", "partial", "none"), module
     for name, opt in doc["doc"]["options"].items():
         assert opt.get("description"), f"{module}.{name} has no description"
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleet.azure_iot contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Attribute documentation shared by the collection's modules."""
+"""PRIVATE to fleet.azure_iot: attribute documentation shared by the collection's modules (not for other collections)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second run reports no change.
+      - This assumes that the hub or application did not change in a relevant way between the runs.
 """
 
     ACTIONGROUP_IOTHUB = r"""
@@ -44,5 +48,8 @@ attributes:
     details: This module only reads; it runs the same in check mode.
   diff_mode:
     support: N/A
+    details: This module only reads.
+  idempotent:
+    support: full
     details: This module only reads.
 """
