@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import time
 import urllib.parse
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AuthError
 
 IOTHUB_SCOPE = "https://iothubs.azure.net/.default"
 IOTCENTRAL_SCOPE = "https://apps.azureiotcentral.com/.default"
@@ -23,9 +24,6 @@ RENEW_BEFORE_SECONDS = 300
 CONNECTION_STRING_KEYS = ("HostName", "SharedAccessKeyName", "SharedAccessKey", "SharedAccessSignature",
                           "DeviceId", "ModuleId", "GatewayHostName")
 
-
-class AuthError(Exception):
-    """A credential problem the user must fix; the message names the option."""
 
 
 def decode_key(value: str, option: str) -> bytes:

@@ -12,17 +12,13 @@ from typing import Any, Dict, List, Optional
 from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
-    IOTCENTRAL_SCOPE,
-    AuthError,
     EntraCredential,
+    IOTCENTRAL_SCOPE,
     StaticCredential,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
-    HttpClient,
-    IoTApiError,
-    error_from_response,
-    tls_verify,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AuthError, IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._client import RestClient, q, retry_policy
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, tls_verify
 
 API_VERSION = "2022-07-31"
 
@@ -37,32 +33,22 @@ CENTRAL_ARGS = dict(
 )
 
 
-class CentralClient:
-    def __init__(self, http: HttpClient):
-        self.http = http
-        self.reads = 0
-        self.writes = 0
+class CentralClient(RestClient):
+    """IoT Central's device REST API on the shared client base (``read``: 404 -> None)."""
 
-    def _path(self, device_id: str, suffix: str = "") -> str:
-        return f"/api/devices/{urllib.parse.quote(device_id, safe='')}{suffix}"
+    @staticmethod
+    def _path(device_id: str, suffix: str = "") -> str:
+        return f"/api/devices/{q(device_id)}{suffix}"
 
     def get(self, device_id: str) -> Optional[Dict[str, Any]]:
-        r = self.http.request("GET", self._path(device_id), safe=True, what=f"GET Central device {device_id!r}")
-        self.reads += 1
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET Central device {device_id!r}")
-        return r.json()
+        return self.read(self._path(device_id), f"GET Central device {device_id!r}")
 
     def list(self) -> List[Dict[str, Any]]:
         out, url = [], None
         while True:
-            r = self.http.request("GET", "/api/devices", url=url, safe=True, what="list Central devices")
-            self.reads += 1
-            if r.status_code != 200:
-                raise error_from_response(r, "list Central devices")
-            body = r.json()
+            body = self.read("/api/devices", "list Central devices", url=url)
+            if body is None:
+                raise IoTApiError("list Central devices: HTTP 404", 404)
             out += body.get("value") or []
             url = body.get("nextLink")
             if not url:
@@ -77,36 +63,30 @@ class CentralClient:
         checks = [("deviceTemplates", template, "template")] if template else []
         checks += [("organizations", org, "organizations") for org in (plan.body or {}).get("organizations") or []]
         for kind, ref, option in checks:
-            r = self.http.request("GET", f"/api/{kind}/{urllib.parse.quote(ref, safe='')}", safe=True,
-                                  what=f"GET {kind} {ref!r}")
-            self.reads += 1
-            if r.status_code == 404:
+            if self.read(f"/api/{kind}/{q(ref)}", f"GET {kind} {ref!r}") is None:
                 raise IoTApiError(f"{option}: {ref!r} does not exist in this IoT Central application; create it "
                                   "there first or fix the id", 404, "NotFound")
-            if r.status_code != 200:
-                raise error_from_response(r, f"GET {kind} {ref!r}")
 
     def credentials(self, device_id: str) -> Dict[str, Any]:
-        r = self.http.request("GET", self._path(device_id, "/credentials"), safe=True,
-                              what=f"GET credentials of {device_id!r}")
-        self.reads += 1
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET credentials of {device_id!r}")
-        return r.json()
+        what = f"GET credentials of {device_id!r}"
+        body = self.read(self._path(device_id, "/credentials"), what)
+        if body is None:
+            raise IoTApiError(f"{what}: HTTP 404", 404, "DeviceNotFound")
+        return body
 
     def write(self, plan):
         """PUT (create: the same body repeated is harmless), PATCH with the etag (conditional), DELETE."""
-        self.writes += 1
         path = self._path(plan.device_id)
         if plan.action == "create":
-            return self.http.request("PUT", path, json_body=plan.body, safe=True, what=f"create {plan.device_id!r}")
+            return self.send("PUT", path, f"create {plan.device_id!r}", body=plan.body)
         if plan.action == "update":
-            return self.http.request("PATCH", path, json_body=plan.body, safe=True, what=f"update {plan.device_id!r}",
-                                     headers={"Content-Type": "application/merge-patch+json"})
-        return self.http.request("DELETE", path, safe=True, what=f"delete {plan.device_id!r}")
+            return self.send("PATCH", path, f"update {plan.device_id!r}", body=plan.body,
+                             headers={"Content-Type": "application/merge-patch+json"})
+        return self.send("DELETE", path, f"delete {plan.device_id!r}")
 
 
-def build_central_client(params: dict, policy, warn=None) -> CentralClient:
+def build_central_client(params: dict, warn=None) -> CentralClient:
+    """Validate the connection options (before any request) and build the client."""
     url, sub = params.get("app_url"), params.get("app_subdomain")
     if sub:  # an explicit subdomain wins over an app_url (which may come from the environment)
         url = f"https://{sub}.{params['base_domain'].strip('.')}"
@@ -129,6 +109,6 @@ def build_central_client(params: dict, policy, warn=None) -> CentralClient:
         credential = EntraCredential(IOTCENTRAL_SCOPE)
     verify = tls_verify(params["validate_certs"], params.get("ca_path"), "ca_path (or IOTCENTRAL_CA_PATH)", warn)
     http = HttpClient(f"{parsed.scheme}://{parsed.netloc}", credential, api_version=API_VERSION, verify=verify,
-                      timeout=params["timeout"], policy=policy, service="IoT Central",
+                      timeout=params["timeout"], policy=retry_policy(params), service="IoT Central",
                       origin="app_url (or IOTCENTRAL_APP_URL) / app_subdomain")
-    return CentralClient(http)
+    return CentralClient(http, parsed.netloc)

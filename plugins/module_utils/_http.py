@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import httpx
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AmbiguousWriteError, AuthorizationError, IoTApiError
 
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
 MAX_REFUSED_RETRIES = 2  # a refused connection: nothing listens there; two retries cover a restarting service
@@ -39,34 +40,7 @@ WAIT_IN_BODY = re.compile(r"Wait (\d+(?:\.\d+)?) seconds", re.IGNORECASE)
 MAX_STEP_SECONDS = 60.0
 
 
-class IoTApiError(Exception):
-    """An error answer of IoT Hub or IoT Central, or a request that could not be completed."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None,
-                 service_message: str | None = None, request_id: str | None = None, attempts: int = 1):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.service_message = service_message
-        self.request_id = request_id
-        self.attempts = attempts
-
-    def to_dict(self) -> dict:
-        return {"status": self.status, "code": self.code, "message": self.service_message,
-                "request_id": self.request_id, "attempts": self.attempts}
-
-
-class AmbiguousWriteError(IoTApiError):
-    """A write that may or may not have been applied (lost answer, 5xx): re-read before deciding.
-
-    ``final`` is set when the retries are spent: the caller cannot re-read either and must report the task
-    as failed *and* changed (the write may have landed)."""
-
-    final = False
-
-
-class AuthorizationError(IoTApiError):
-    """401/403: the credential lacks a right (never retried; a bulk run stops at the first refused call)."""
 
 
 # The right each kind of call needs, with the built-in policies and Entra ID roles that grant it (iot-api-2.md §6.5).

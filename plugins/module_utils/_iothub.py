@@ -1,23 +1,29 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleet.azure_iot contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PRIVATE to fleet.azure_iot: the IoT Hub data-plane client (api-version 2021-04-12): identities, twins, bulk,
-queries, and the topology reads (parents, children, ancestors) that the resources' rules need."""
+"""PRIVATE to fleet.azure_iot: the IoT Hub data-plane client (api-version 2021-04-12), REST only: identities,
+twins, modules, bulk, queries, configurations, the edge manifest call and import/export jobs.  The rules that use
+these reads (topology, plans) are elsewhere (``_topology``, ``_plan``, ``_twin``); this file plans nothing."""
 
 from __future__ import annotations
 
-import threading
-import urllib.parse
 from typing import Any, Dict, Iterator, List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
-    MAX_EDGE_DEPTH,
-    parent_id_of_scope,
-    planned_scope,
+from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
+    IOTHUB_SCOPE,
+    EntraCredential,
+    SasCredential,
+    parse_connection_string,
 )
+from ansible_collections.fleet.azure_iot.plugins.module_utils._client import (
+    RestClient,
+    check_host,
+    q,
+    retry_policy,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import InputError, IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, error_from_response, tls_verify
 from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pacer
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
 
 API_VERSION = "2021-04-12"
 QUERY_PAGE_SIZE = 1000  # what we ask for; the hub answers with at most its own page size (100 documented)
@@ -26,153 +32,116 @@ MAX_QUERY_CHARS = 8000  # keep generated queries well under the service's query 
 MAX_USER_QUERY_CHARS = 8192  # the service's limit on a query's length
 
 
-def _q(device_id: str) -> str:
-    return urllib.parse.quote(device_id, safe="")
-
-
 def quote_literal(value: str) -> str:
     """A string literal for the IoT Hub query language, with its documented escapes (\\' and \\\\; a doubled quote
     is not one)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class Counters:
-    """Requests made, by kind (thread-safe: the bulk module sends in parallel)."""
-
-    KINDS = ("gets", "writes", "query_pages", "bulk_calls", "registry_operations")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._n = dict.fromkeys(self.KINDS, 0)
-
-    def add(self, **deltas: int) -> None:
-        with self._lock:
-            for k, v in deltas.items():
-                self._n[k] += v
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._n[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def as_dict(self) -> Dict[str, int]:
-        with self._lock:
-            return dict(self._n)
-
-
-class IoTHubClient:
+class IoTHubClient(RestClient):
     def __init__(self, http, host: str):
-        self.http = http
-        self.host = host
-        self.counters = Counters()
+        super().__init__(http, host)
         self.page_size = DOCUMENTED_PAGE_SIZE  # learnt from the first full page
         self.pacer = Pacer()  # quotas unknown until stated (hub_sku) or learnt from a 429
 
     # ----------------------------------------------------------------- identities
     def get_device(self, device_id: str) -> Optional[Dict[str, Any]]:
-        r = self.http.request("GET", f"/devices/{_q(device_id)}", safe=True, what=f"GET device {device_id!r}",
-                              right="RegistryRead", budget=self.pacer.registry)
-        self.counters.add(gets=1, registry_operations=1)
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET device {device_id!r}")
-        device = r.json()
-        etag = (r.headers.get("etag") or "").strip('"')
-        if etag:
-            device["etag"] = etag  # the header is authoritative (iot-api.md §1.3)
-        return device
+        return self.read(f"/devices/{q(device_id)}", f"GET device {device_id!r}", right="RegistryRead",
+                         budget=self.pacer.registry, registry=True, etag_header=True)
 
     def put_device(self, device_id: str, body: Dict[str, Any], etag: Optional[str]):
         """Create (etag None: no If-Match, 409 if it exists) or replace with If-Match "<etag>"."""
-        headers = {"If-Match": f'"{etag}"'} if etag else {}
-        what = f"{'update' if etag else 'create'} device {device_id!r}"
-        r = self.http.request("PUT", f"/devices/{_q(device_id)}", json_body=body, headers=headers, safe=True, what=what,
-                              right="RegistryWrite", budget=self.pacer.registry)
-        self.counters.add(writes=1, registry_operations=1)
-        return r
+        return self.send("PUT", f"/devices/{q(device_id)}", f"{'update' if etag else 'create'} device {device_id!r}",
+                         body=body, etag=etag, right="RegistryWrite", budget=self.pacer.registry, registry=1)
 
     def delete_device(self, device_id: str, etag: str):
-        r = self.http.request("DELETE", f"/devices/{_q(device_id)}", headers={"If-Match": f'"{etag}"'}, safe=True,
-                              what=f"delete device {device_id!r}", right="RegistryWrite", budget=self.pacer.registry)
-        self.counters.add(writes=1, registry_operations=1)
-        return r
+        return self.send("DELETE", f"/devices/{q(device_id)}", f"delete device {device_id!r}", etag=etag,
+                         right="RegistryWrite", budget=self.pacer.registry, registry=1)
 
     @staticmethod
     def _twin_path(device_id: str, module_id: Optional[str] = None) -> str:
-        return f"/twins/{_q(device_id)}" + (f"/modules/{_q(module_id)}" if module_id else "")
+        return f"/twins/{q(device_id)}" + (f"/modules/{q(module_id)}" if module_id else "")
 
     def patch_twin(self, device_id: str, patch: Dict[str, Any], etag: Optional[str], module_id: Optional[str] = None):
         """PATCH a device or module twin (a merge: null removes) with If-Match of the twin etag read (412 when it
         moved); without an etag the PATCH is unconditional and never retried blindly."""
-        headers = {"If-Match": f'"{etag}"'} if etag else {}
         name = f"{device_id}/{module_id}" if module_id else device_id
-        r = self.http.request("PATCH", self._twin_path(device_id, module_id), json_body=patch, headers=headers,
-                              safe=bool(etag), what=f"update twin of {name!r}", right="ServiceConnect")
-        self.counters.add(writes=1)
-        return r
+        return self.send("PATCH", self._twin_path(device_id, module_id), f"update twin of {name!r}", body=patch,
+                         etag=etag, safe=bool(etag), right="ServiceConnect")
 
     def get_twin(self, device_id: str, module_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
         name = f"{device_id}/{module_id}" if module_id else device_id
-        r = self.http.request("GET", self._twin_path(device_id, module_id), safe=True, what=f"GET twin {name!r}",
-                              right="ServiceConnect")
-        self.counters.add(gets=1)
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET twin {name!r}")
-        return r.json()
+        return self.read(self._twin_path(device_id, module_id), f"GET twin {name!r}", right="ServiceConnect")
 
     # ------------------------------------------------------------------- modules
-    def _module_path(self, device_id: str, module_id: Optional[str] = None) -> str:
-        return f"/devices/{_q(device_id)}/modules" + (f"/{_q(module_id)}" if module_id else "")
+    @staticmethod
+    def _module_path(device_id: str, module_id: Optional[str] = None) -> str:
+        return f"/devices/{q(device_id)}/modules" + (f"/{q(module_id)}" if module_id else "")
 
     def get_module(self, device_id: str, module_id: str) -> Optional[Dict[str, Any]]:
         """A module identity, or None when the module (or its device) does not exist.  Module responses have no
         ETag header: the etag is in the body (iot-api-2.md §1.2)."""
-        r = self.http.request("GET", self._module_path(device_id, module_id), safe=True,
-                              what=f"GET module {device_id}/{module_id}", right="RegistryRead")
-        self.counters.add(gets=1, registry_operations=1)
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET module {device_id}/{module_id}")
-        return r.json()
+        return self.read(self._module_path(device_id, module_id), f"GET module {device_id}/{module_id}",
+                         right="RegistryRead", registry=True)
 
     def list_modules(self, device_id: str) -> Optional[List[Dict[str, Any]]]:
-        r = self.http.request("GET", self._module_path(device_id), safe=True, what=f"GET modules of {device_id!r}",
-                              right="RegistryRead")
-        self.counters.add(gets=1, registry_operations=1)
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET modules of {device_id!r}")
-        return r.json()
+        return self.read(self._module_path(device_id), f"GET modules of {device_id!r}", right="RegistryRead",
+                         registry=True)
 
     def put_module(self, device_id: str, module_id: str, body: Dict[str, Any], etag: Optional[str]):
-        headers = {"If-Match": f'"{etag}"'} if etag else {}
-        r = self.http.request("PUT", self._module_path(device_id, module_id), json_body=body, headers=headers,
-                              safe=True, what=f"{'update' if etag else 'create'} module {device_id}/{module_id}",
-                              right="RegistryWrite")
-        self.counters.add(writes=1, registry_operations=1)
-        return r
+        return self.send("PUT", self._module_path(device_id, module_id),
+                         f"{'update' if etag else 'create'} module {device_id}/{module_id}", body=body, etag=etag,
+                         right="RegistryWrite", registry=1)
 
     def delete_module(self, device_id: str, module_id: str, etag: str):
-        r = self.http.request("DELETE", self._module_path(device_id, module_id), headers={"If-Match": f'"{etag}"'},
-                              safe=True, what=f"delete module {device_id}/{module_id}", right="RegistryWrite")
-        self.counters.add(writes=1, registry_operations=1)
-        return r
+        return self.send("DELETE", self._module_path(device_id, module_id), f"delete module {device_id}/{module_id}",
+                         etag=etag, right="RegistryWrite", registry=1)
 
     def bulk(self, entries: List[Dict[str, Any]]):
         """POST /devices with at most 100 conditional entries (a repeat cannot apply twice: safe to retry)."""
-        r = self.http.request("POST", "/devices", json_body=entries, safe=True,
-                              what=f"bulk call of {len(entries)} devices", right="RegistryWrite",
-                              budget=self.pacer.registry, cost=len(entries))  # each device counts once
-        self.counters.add(bulk_calls=1, writes=1, registry_operations=len(entries))
-        return r
+        return self.send("POST", "/devices", f"bulk call of {len(entries)} devices", body=entries,
+                         right="RegistryWrite", budget=self.pacer.registry, cost=len(entries),  # each device counts once
+                         registry=len(entries), bulk=True)
+
+    # ------------------------------------------------------------ configurations
+    def get_configuration(self, cfg_id: str) -> Optional[Dict[str, Any]]:
+        return self.read(f"/configurations/{q(cfg_id)}", f"GET configuration {cfg_id!r}", right="RegistryRead")
+
+    def list_configurations(self) -> List[Dict[str, Any]]:
+        out = self.read("/configurations", "list configurations", right="RegistryRead")
+        if out is None:
+            raise IoTApiError("list configurations: HTTP 404", 404)
+        return out
+
+    def put_configuration(self, cfg_id: str, body: Dict[str, Any], etag: Optional[str]):
+        return self.send("PUT", f"/configurations/{q(cfg_id)}",
+                         f"{'update' if etag else 'create'} configuration {cfg_id!r}", body=body, etag=etag,
+                         right="RegistryWrite")
+
+    def delete_configuration(self, cfg_id: str, etag: str):
+        return self.send("DELETE", f"/configurations/{q(cfg_id)}", f"delete configuration {cfg_id!r}", etag=etag,
+                         right="RegistryWrite")
+
+    def apply_configuration_content(self, device_id: str, content: Dict[str, Any]):
+        """POST applyConfigurationContent (iot-api-2.md §2.6): not conditional, so never retried blindly."""
+        return self.send("POST", f"/devices/{q(device_id)}/applyConfigurationContent",
+                         f"apply the manifest of {device_id!r}", body=content, safe=False,
+                         right="RegistryWrite+ServiceConnect")
+
+    # ---------------------------------------------------------------------- jobs
+    def list_jobs(self) -> List[Dict[str, Any]]:
+        out = self.read("/jobs", "list jobs", right="RegistryRead")
+        if out is None:
+            raise IoTApiError("list jobs: HTTP 404", 404)
+        return out
+
+    def get_job(self, job_id: str) -> Optional[Dict[str, Any]]:
+        return self.read(f"/jobs/{q(job_id)}", f"poll job {job_id}", right="RegistryRead")
+
+    def create_job(self, body: Dict[str, Any]):
+        """POST /jobs/create; the response, for the caller to read a busy slot (403/409/429)."""
+        return self.send("POST", "/jobs/create", f"create the {body['type']} job", body=body, safe=False,
+                         right="RegistryWrite")
 
     # ---------------------------------------------------------------------- query
     def query_pages(self, text: str, page_size: int = QUERY_PAGE_SIZE,
@@ -227,63 +196,31 @@ class IoTHubClient:
                     found[parent].append(twin)
         return found
 
-    # ------------------------------------------------------------------- topology
-    def ancestors(self, device: Dict[str, Any], cache: Optional[Dict[str, Any]] = None) -> List[str]:
-        """The ids above a device, nearest first (its parent, grandparent, ...): one GET per ancestor, at most
-        MAX_EDGE_DEPTH + 1.  Stops at a scope whose owner cannot be confirmed (a deleted parent).  ``cache``
-        maps device ids to devices already read (None: known missing)."""
-        cache = cache if cache is not None else {}
-        out: List[str] = []
-        cur = device
-        while len(out) <= MAX_EDGE_DEPTH:
-            scopes = cur.get("parentScopes") or []
-            pid = parent_id_of_scope(scopes[0]) if scopes else None
-            if not pid:
-                break
-            if pid == device.get("deviceId") or pid in out:
-                out.append(pid)  # a cycle: report it, stop walking
-                break
-            if pid not in cache:
-                cache[pid] = self.get_device(pid)
-            parent = cache[pid]
-            if parent is None or parent.get("deviceScope") != scopes[0]:
-                break
-            out.append(pid)
-            cur = parent
-        return out
 
-    def edge_height(self, scope: Optional[str]) -> int:
-        """Edge layers at and below the edge device of SCOPE (1 when it has no edge children): a query per layer."""
-        height, frontier = 1, [scope] if scope else []
-        while frontier and height <= MAX_EDGE_DEPTH:
-            kids = self.children_of_scopes(frontier)
-            frontier = [t["deviceScope"] for ts in kids.values() for t in ts
-                        if (t.get("capabilities") or {}).get("iotEdge") and t.get("deviceScope")]
-            if frontier:
-                height += 1
-        return height
-
-    # --------------------------------------------------------------------- parents
-    def parent_of(self, parent: str, check_mode: bool, warnings: List[str]):
-        """The ``parent`` option (a device id) -> (its deviceScope, the parent device or None when assumed).
-
-        In check mode a parent that is missing, or not yet an edge device, may be created or made one by an
-        earlier task of the same play: plan with a placeholder scope and warn (a typo must be visible in a
-        ``--check`` run), rather than fail a dry run."""
-        device = self.get_device(parent)
-        is_edge = bool(device and (device.get("capabilities") or {}).get("iotEdge"))
-        if check_mode and not is_edge:
-            why = "does not exist" if device is None else "is not an IoT Edge device"
-            warnings.append(f"parent {parent!r} {why} (yet); check mode assumes an earlier task makes it an edge "
-                            "device. If it is a typo, the real run will fail")
-            return planned_scope(parent), None
-        if device is None:
-            raise PlanError(f"parent: device {parent!r} does not exist; create the edge device first "
-                            "(or list it before its children in iothub_device_bulk)")
-        if not is_edge:
-            raise PlanError(f"parent: device {parent!r} is not an IoT Edge device (capabilities.iotEdge is false); "
-                            "only edge devices can be parents: set edge_enabled=true on it")
-        scope = device.get("deviceScope")
-        if not scope:
-            raise PlanError(f"parent: edge device {parent!r} has no deviceScope")
-        return scope, device
+def build_hub_client(params: dict, warn=None) -> IoTHubClient:
+    """Validate the connection options (before any request) and build the client."""
+    cs, hostname, mode = params.get("connection_string"), params.get("hostname"), params.get("auth_mode")
+    if mode is None:
+        mode = "sas" if cs else ("entra" if hostname else None)
+    if mode is None:
+        raise InputError("No IoT Hub connection: set connection_string (or IOTHUB_CONNECTION_STRING) for SAS, "
+                         "or hostname (or IOTHUB_HOSTNAME) with auth_mode=entra for Entra ID")
+    if mode == "sas":
+        if not cs:
+            raise InputError("auth_mode=sas needs connection_string (or IOTHUB_CONNECTION_STRING)")
+        parts = parse_connection_string(cs)
+        origin = "the HostName of connection_string (or IOTHUB_CONNECTION_STRING)"
+        host = check_host(parts["HostName"], origin)
+        if hostname and params.get("auth_mode") == "sas" and hostname.lower() != host.lower():
+            raise InputError(f"hostname {hostname!r} differs from the HostName of connection_string; drop one")
+        credential = SasCredential(host, parts["SharedAccessKeyName"], parts["SharedAccessKey"])
+    else:
+        if not hostname:
+            raise InputError("auth_mode=entra needs hostname (or IOTHUB_HOSTNAME), e.g. myhub.azure-devices.net")
+        origin = "hostname (or IOTHUB_HOSTNAME)"
+        host = check_host(hostname.rstrip("/"), origin)
+        credential = EntraCredential(IOTHUB_SCOPE)
+    verify = tls_verify(params["validate_certs"], params.get("ca_path"), "ca_path (or IOTHUB_CA_PATH)", warn)
+    http = HttpClient(f"https://{host}", credential, api_version=API_VERSION, verify=verify,
+                      timeout=params["timeout"], policy=retry_policy(params), origin=origin)
+    return IoTHubClient(http, host)

@@ -19,15 +19,13 @@ import time
 import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, JobFailed
 
 ACTIVE = ("enqueued", "running", "queued", "scheduled", "unknown")
 POLL_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # a job is polled quickly first, then every 5 s
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
-
-class JobFailed(IoTApiError):
-    """An import or export job that ended failed or cancelled."""
 
 
 def check_container_uri(uri: str, option: str = "storage_container_uri") -> None:
@@ -117,23 +115,13 @@ def json_lines(lines: Iterable[str]) -> Iterator[Dict[str, Any]]:
 class JobRunner:
     def __init__(self, client, budget_seconds: float, timeout_seconds: float, clock=time.monotonic, sleep=time.sleep):
         self.client = client
-        self.http = client.http
         self.budget = budget_seconds
         self.timeout = timeout_seconds
         self.clock, self.sleep = clock, sleep
         self.records: List[Dict[str, Any]] = []  # for the result: id, type, status, seconds, devices
 
-    def _request(self, method: str, path: str, body=None, what: str = ""):
-        r = self.http.request(method, path, json_body=body, safe=method == "GET", what=what,
-                              right="RegistryRead" if method == "GET" else "RegistryWrite")
-        self.client.counters.add(gets=1 if method == "GET" else 0, writes=0 if method == "GET" else 1)
-        return r
-
     def _active(self) -> Optional[Dict[str, Any]]:
-        r = self._request("GET", "/jobs", what="list jobs")
-        if r.status_code != 200:
-            raise error_from_response(r, "list jobs")
-        for job in r.json():
+        for job in self.client.list_jobs():
             if job.get("type") in ("import", "export") and job.get("status") in ACTIVE:
                 return job
         return None
@@ -145,7 +133,7 @@ class JobRunner:
         while True:
             active = self._active()
             if active is None:
-                r = self._request("POST", "/jobs/create", body, what=f"create the {body['type']} job")
+                r = self.client.create_job(body)
                 if r.status_code in (200, 201):
                     return r.json()
                 if r.status_code not in (403, 409, 429):  # 403 JobQuotaExceeded: one started in between
@@ -172,10 +160,10 @@ class JobRunner:
                                   "(job_timeout_seconds); it keeps running in the hub")
             self.sleep(POLL_SECONDS[min(polls, len(POLL_SECONDS) - 1)])
             polls += 1
-            r = self._request("GET", f"/jobs/{urllib.parse.quote(job['jobId'], safe='')}", what="poll the job")
-            if r.status_code != 200:
-                raise error_from_response(r, f"poll job {job['jobId']}")
-            job = r.json()
+            polled = self.client.get_job(job["jobId"])
+            if polled is None:
+                raise IoTApiError(f"poll job {job['jobId']}: the job is gone (HTTP 404)", 404, "JobNotFound")
+            job = polled
         self.records.append({"id": job.get("jobId"), "type": body["type"], "status": job.get("status"),
                              "seconds": round(self.clock() - started, 1), "devices": devices})
         if job["status"] != "completed":

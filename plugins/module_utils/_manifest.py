@@ -22,6 +22,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import TWIN_SECTION_LIMITS, section_size
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError
 
 RUNTIME_MODULES = ("$edgeAgent", "$edgeHub")
 MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-:.+%_#*?!(),=@;']{0,63}$")
@@ -30,9 +31,6 @@ MAX_MODULES = 50
 CHUNK = 512
 MAX_CHUNKS = 100
 
-
-class ManifestError(ValueError):
-    """A manifest the IoT Edge runtime would refuse; the message names the place in it."""
 
 
 def load_document(path: str, option: str = "content_file") -> Any:

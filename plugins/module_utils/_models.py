@@ -15,16 +15,15 @@ import base64
 import binascii
 import copy
 import re
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import SpecError
+
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
 THUMBPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$")
-EDGE_SCOPE_PREFIX = "ms-azure-iot-edge://"
 STATUS_REASON_MAX = 128
-MAX_EDGE_DEPTH = 5  # IoT Edge: at most five layers of edge devices (iot-api.md §5)
 AUTH_TYPES = {"sas": "sas", "self_signed": "selfSigned", "certificate_authority": "certificateAuthority", "none": "none"}
 AUTH_TYPES_BACK = {v: k for k, v in AUTH_TYPES.items()}
 ID_RULE = ("up to 128 characters: ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '")
@@ -106,45 +105,7 @@ def check_key(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def planned_scope(device_id: str) -> str:
-    """The stand-in scope check mode plans with for an edge device that does not exist yet."""
-    return f"{EDGE_SCOPE_PREFIX}{device_id}-planned"
-
-
-def is_planned_scope(scope: Optional[str]) -> bool:
-    return bool(scope) and scope.startswith(EDGE_SCOPE_PREFIX) and scope.endswith("-planned")
-
-
-def parent_id_of_scope(scope: Optional[str]) -> Optional[str]:
-    """Best-effort device id from an edge scope, for display only (scopes are opaque, iot-api.md §5)."""
-    if not scope:
-        return None
-    if scope.startswith(EDGE_SCOPE_PREFIX) and "-" in scope[len(EDGE_SCOPE_PREFIX):]:
-        return scope[len(EDGE_SCOPE_PREFIX):scope.rindex("-")]
-    return scope
-
-
 # --------------------------------------------------------------------------- desired state (option names)
-class SpecError(ValueError):
-    """Invalid declared state: one (option, problem) pair per problem.  ``errors()`` has the shape of pydantic's,
-    so that ``format_validation_error`` formats both alike."""
-
-    def __init__(self, problems: List[Tuple[str, str]]):
-        super().__init__("; ".join(f"{o}: {m}" if o else m for o, m in problems))
-        self.problems = problems
-
-    def errors(self) -> List[Dict[str, Any]]:
-        return [{"loc": (o,) if o else (), "msg": m, "type": "value_error"} for o, m in self.problems]
-
-
-def input_error_types() -> tuple:
-    """The exceptions that mean "invalid input": SpecError, and pydantic's ValidationError once a module that
-    uses pydantic (IoT Central, configurations) has loaded it.  Identity specs do not import pydantic: the
-    argument spec has already checked the options' types, and a task should not pay for it."""
-    pyd = sys.modules.get("pydantic")
-    return (SpecError, pyd.ValidationError) if pyd is not None else (SpecError,)
-
-
 REQUIRED = object()
 
 
@@ -319,23 +280,3 @@ class ModuleSpec(_IdentitySpec):
             return ["auth_type=none: IoT Hub gives every module identity credentials (it turns none into sas); "
                     "use sas, self_signed or certificate_authority"]
         return super()._rules()
-
-
-def format_validation_error(exc, prefix: str = "") -> str:
-    """One line per problem, each naming the option; never echoes the rejected value (it may be a key)."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        msg = err.get("msg", "invalid")
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if err.get("type") == "extra_forbidden":
-            msg = "is not a known option"
-        elif err.get("type") == "literal_error":
-            msg = "must be one of " + str(err.get("ctx", {}).get("expected", ""))
-        name = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        if name and not msg.startswith(loc or "\0"):
-            lines.append(f"{name}: {msg}")
-        else:
-            lines.append(msg)
-    return "; ".join(lines)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable, List, Tuple
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import QueryError
 
 RESERVED = frozenset("""ALL AND AS ASC AVG BY COUNT DESC DEVICES_JOBS DEVICES_MODULES DEVICES ENDS_WITH FALSE FROM
 GROUP IN IS_BOOL IS_DEFINED IS_NULL IS_NUMBER IS_OBJECT IS_PRIMITIVE IS_STRING MAX MIN NOT NOT_IN NULL OR ORDER
@@ -30,9 +31,6 @@ _LEX = re.compile(r"""\s*(?:(?P<s>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|(?P<e>\[\
 _ESC = {"\\'": "'", '\\"': '"', "\\\\": "\\"}
 _NONE = object()  # an undefined property
 
-
-class QueryError(ValueError):
-    """The clause cannot be read; the message says where and how to fix it."""
 
 
 def _literal(raw: str, at: int) -> str:

@@ -17,23 +17,17 @@ predicts.  ``changed``, check mode and the notes come from here and nowhere else
 
 from __future__ import annotations
 
-import base64
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import AmbiguousWriteError, IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key, sas_keys
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
+    AmbiguousWriteError,
+    EtagConflict,
+    IoTApiError,
+)
 
 MAX_REPLANS = 5
-
-
-def fresh_key() -> str:
-    """A new symmetric key (32 random bytes, base64), as the hub generates them: for deliberate key rotation."""
-    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-
-
-class EtagConflict(Exception):
-    """The resource changed since the etag the user pinned."""
 
 
 @dataclass
@@ -61,12 +55,6 @@ class Converged:
     def acted(self) -> Any:
         """The plan to report: the one this task wrote, not a re-plan that found its own write already applied."""
         return self.written if self.written is not None else self.plan
-
-
-def sas_keys(identity) -> tuple:
-    """(primary, secondary) SAS keys of a device or module identity (None where it has none)."""
-    keys = ((identity or {}).get("authentication") or {}).get("symmetricKey") or {}
-    return keys.get("primaryKey") or None, keys.get("secondaryKey") or None
 
 
 class KeyIntent:

@@ -24,14 +24,9 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._pydantic import (
     model_validator,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient, _q
-from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import (
-    ManifestError,
-    check_manifest,
-    compare_form,
-    send_form,
-)
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import check_manifest, compare_form, send_form
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
 
 ID_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
@@ -189,50 +184,14 @@ def plan_configuration(spec: ConfigurationSpec, current: Optional[Dict[str, Any]
     return ConfigurationPlan(spec.id, "update", changes, body, etag)
 
 
-class ConfigurationClient:
-    def __init__(self, client: IoTHubClient):
-        self.client = client
-        self.http = client.http
-
-    def get(self, cfg_id: str) -> Optional[Dict[str, Any]]:
-        r = self.http.request("GET", f"/configurations/{_q(cfg_id)}", safe=True, what=f"GET configuration {cfg_id!r}",
-                              right="RegistryRead")
-        self.client.counters.add(gets=1)
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise error_from_response(r, f"GET configuration {cfg_id!r}")
-        return r.json()
-
-    def list(self):
-        r = self.http.request("GET", "/configurations", safe=True, what="list configurations", right="RegistryRead")
-        self.client.counters.add(gets=1)
-        if r.status_code != 200:
-            raise error_from_response(r, "list configurations")
-        return r.json()
-
-    def put(self, cfg_id: str, body: Dict[str, Any], etag: Optional[str]):
-        headers = {"If-Match": f'"{etag}"'} if etag else {}  # quoted: an unquoted etag is refused
-        r = self.http.request("PUT", f"/configurations/{_q(cfg_id)}", json_body=body, headers=headers, safe=True,
-                              what=f"{'update' if etag else 'create'} configuration {cfg_id!r}", right="RegistryWrite")
-        self.client.counters.add(writes=1)
-        return r
-
-    def delete(self, cfg_id: str, etag: str):
-        r = self.http.request("DELETE", f"/configurations/{_q(cfg_id)}", headers={"If-Match": f'"{etag}"'},
-                              safe=True, what=f"delete configuration {cfg_id!r}", right="RegistryWrite")
-        self.client.counters.add(writes=1)
-        return r
-
-
 class ConfigurationResource(Resource):
     def __init__(self, client: IoTHubClient, spec: ConfigurationSpec):
-        self.api = ConfigurationClient(client)
+        self.client = client
         self.spec = spec
         self.label = f"configuration {spec.id!r}"
 
     def read(self):
-        return self.api.get(self.spec.id)
+        return self.client.get_configuration(self.spec.id)
 
     def plan(self, current, pinned_etag):
         plan = plan_configuration(self.spec, current)
@@ -243,7 +202,7 @@ class ConfigurationResource(Resource):
     def write(self, plan) -> Written:
         landed = False
         if plan.action in ("delete", "recreate"):
-            r = self.api.delete(plan.id, plan.etag)
+            r = self.client.delete_configuration(plan.id, plan.etag)
             if r.status_code not in (200, 204):
                 if r.status_code in (404, 412):
                     return Written(False, None, r.status_code, maybe_applied(r))
@@ -251,7 +210,7 @@ class ConfigurationResource(Resource):
             if plan.action == "delete":
                 return Written(True, None, r.status_code, maybe_applied(r))
             landed = True
-        r = self.api.put(plan.id, plan.body, plan.etag if plan.action == "update" else None)
+        r = self.client.put_configuration(plan.id, plan.body, plan.etag if plan.action == "update" else None)
         if r.status_code in (200, 201):
             return Written(True, r.json(), r.status_code, maybe_applied(r), landed=landed)
         if r.status_code in (404, 409, 412):

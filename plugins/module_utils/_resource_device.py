@@ -11,17 +11,29 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError, error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import MAX_EDGE_DEPTH, DeviceSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
+    chain_above,
+    edge_height,
+    edge_scope,
+    hub_parent,
+    leaving_edge_problem,
+    orphaned_after_delete,
+    orphans_problem,
+    place_problem,
+    resolve_parent,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
     Converged,
     KeyIntent,
     Resource,
     Written,
     converge,
-    fresh_key,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
 
@@ -36,10 +48,12 @@ class DeviceResource(Resource):
         self.warnings: List[str] = []
         self.label = f"device {spec.device_id!r}"
         self.keys = KeyIntent()
+        self._seen: dict = {}
 
     deleted_scope: Optional[str] = None  # the own scope of an edge device this task deletes
 
     def read(self):
+        self._seen = {}  # devices read for this plan (parents, ancestors)
         self.current = self.client.get_device(self.spec.device_id)
         if self.current is not None and (self.current.get("capabilities") or {}).get("iotEdge"):
             self.deleted_scope = self.current.get("deviceScope") or self.deleted_scope
@@ -50,7 +64,10 @@ class DeviceResource(Resource):
         spec = self.spec
         parent_scope, parent_device = spec.parent, None  # None: unmanaged; "": detach
         if spec.state == "present" and spec.parent:
-            parent_scope, parent_device = self.client.parent_of(spec.parent, self.check_mode, self.warnings)
+            parent_scope, parent_device, warning = resolve_parent(spec.parent, self._lookup(spec.parent),
+                                                                  self.check_mode)
+            if warning:
+                self.warnings.append(warning)
         plan = plan_device(self.keys.spec_for(spec, current), current, parent_scope if spec.state == "present" else None,
                            fresh_key())
         self.keys.record(spec, plan)
@@ -63,42 +80,43 @@ class DeviceResource(Resource):
             plan.etag = pinned_etag.strip('"')
         return plan
 
+    def _lookup(self, device_id: str):
+        """A device as the hub holds it (one GET per device per plan; None: absent)."""
+        if device_id not in self._seen:
+            self._seen[device_id] = self.client.get_device(device_id)
+        return self._seen[device_id]
+
+    def _kids(self, scope: str) -> List[str]:
+        return sorted(t["deviceId"] for t in self.client.children_of(scope) if t.get("deviceId") != self.spec.device_id)
+
     def _check_topology(self, plan, current, parent_device) -> None:
-        """The rules the hub enforces against its current state, checked before any write (check mode too): a
-        device with children stays an edge device, no parent cycle, at most MAX_EDGE_DEPTH edge layers."""
+        """The rules the hub enforces against its current state (``_topology``), checked before any write (check
+        mode too): a device with children stays an edge device, no parent cycle, at most MAX_EDGE_DEPTH layers."""
         did = self.spec.device_id
         after_edge = plan.after["edge_enabled"]
-        own_scope = current.get("deviceScope") if current and (current.get("capabilities") or {}).get("iotEdge") else None
+        own_scope = edge_scope(current)
         if own_scope and not after_edge:
-            kids = sorted(t["deviceId"] for t in self.client.children_of(own_scope) if t.get("deviceId") != did)
-            if kids:
-                raise PlanError(f"edge_enabled=false: {did!r} still has {len(kids)} child device(s) "
-                                f"({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}); a parent must stay an "
-                                "IoT Edge device. Move or delete its children first")
+            problem = leaving_edge_problem(did, self._kids(own_scope))
+            if problem:
+                raise PlanError(problem)
         moved = plan.action == "create" or "parent_scope" in plan.changes or "edge_enabled" in plan.changes
         if not (after_edge and moved and parent_device is not None):
             return
-        chain = [parent_device["deviceId"]] + self.client.ancestors(parent_device)
-        if did in chain:
-            raise PlanError(f"parent: {self.spec.parent!r} would create a parent cycle: "
-                            f"{' -> '.join([did] + chain[:chain.index(did) + 1])}")
-        height = self.client.edge_height(own_scope) if own_scope else 1
-        if len(chain) + height > MAX_EDGE_DEPTH:
-            raise PlanError(f"parent: {self.spec.parent!r} would put {did!r} at IoT Edge layer {len(chain) + 1}"
-                            + (f" with {height - 1} edge layer(s) below it" if height > 1 else "")
-                            + f" ({' -> '.join(reversed(chain))} -> {did}); IoT Edge supports at most {MAX_EDGE_DEPTH}")
+
+        def parent_of(x: str):
+            return self.spec.parent if x == did else hub_parent(self._lookup(x), self._lookup)
+        chain, cycle = chain_above(did, parent_of)
+        height = edge_height(own_scope, self.client.children_of_scopes) if own_scope else 1
+        problem = place_problem(did, self.spec.parent, chain, cycle, height)
+        if problem:
+            raise PlanError(problem)
 
     def _refuse_orphans(self, current) -> None:
         """Deleting an edge device leaves its children pointing at a scope that no longer exists: refuse it."""
-        scope = current.get("deviceScope") if (current.get("capabilities") or {}).get("iotEdge") else None
-        if not scope:
-            return
-        kids = sorted(t["deviceId"] for t in self.client.children_of(scope) if t.get("deviceId") != self.spec.device_id)
-        if kids:
-            raise PlanError(f"state=absent: edge device {self.spec.device_id!r} still has {len(kids)} child device(s) "
-                            f"({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}); deleting it would leave them "
-                            "pointing at a parent that no longer exists. Delete or move them first, or set "
-                            "orphan_children=true to delete it anyway")
+        scope = edge_scope(current)
+        problem = orphans_problem(self.spec.device_id, self._kids(scope)) if scope else None
+        if problem:
+            raise PlanError(problem)
 
     def write(self, plan) -> Written:
         """The identity (PUT or DELETE with If-Match) when it changes, then the twin (PATCH with If-Match)."""
@@ -155,9 +173,6 @@ def _check_no_orphans(client: IoTHubClient, device_id: str, before, scope: Optio
         return
     kids = sorted(t["deviceId"] for t in client.children_of(scope) if t.get("deviceId") != device_id)
     if kids:
-        exc = IoTApiError(f"state=absent: edge device {device_id!r} was deleted, but {len(kids)} device(s) still name "
-                          f"it as their parent ({', '.join(kids[:10])}{', ...' if len(kids) > 10 else ''}): they were "
-                          "attached after the check before the delete, within the query index lag. Give them a new "
-                          "parent, or delete them")
+        exc = IoTApiError(orphaned_after_delete(device_id, kids))
         exc.changed = True
         raise exc

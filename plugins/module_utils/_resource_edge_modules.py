@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient, _q
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import plan_manifest, send_form
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
 
 
@@ -59,10 +59,7 @@ class EdgeModulesResource(Resource):
         return ManifestPlan(self.device_id, "update", changes, {"modulesContent": send_form(self.manifest)})
 
     def write(self, plan) -> Written:
-        r = self.client.http.request("POST", f"/devices/{_q(self.device_id)}/applyConfigurationContent",
-                                     json_body=plan.body, safe=False, right="RegistryWrite+ServiceConnect",
-                                     what=f"apply the manifest of {self.device_id!r}")
-        self.client.counters.add(writes=1)
+        r = self.client.apply_configuration_content(self.device_id, plan.body)
         if r.status_code in (200, 204):  # 204 in the spec; older versions answered 200
             return Written(True, None, r.status_code, maybe_applied(r))
         raise error_from_response(r, f"apply the manifest of {self.device_id!r}")

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
-    AuthorizationError,
-    error_from_response,
-    maybe_applied,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AuthorizationError, PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import ModuleSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, plan_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
     Converged,
     KeyIntent,
     Resource,
     Written,
     converge,
-    fresh_key,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
 

@@ -155,7 +155,7 @@ notes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CENTRAL_ARGS, build_central_client
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, retry_policy, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_central_device import (
     CentralSpec,
     ensure_central_device,
@@ -167,7 +167,7 @@ SPEC_OPTIONS = ("device_id", "state", "display_name", "template", "simulated", "
 def run(module: AnsibleModule) -> dict:
     p = module.params
     spec = CentralSpec(**{k: p[k] for k in SPEC_OPTIONS})
-    client = build_central_client(p, retry_policy(p), module.warn)
+    client = build_central_client(p, module.warn)
     res = ensure_central_device(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
     result = {"changed": res.changed, "action": res.plan.action, "changes": sorted(res.plan.changes),
               "device": res.obj, "notes": res.notes}

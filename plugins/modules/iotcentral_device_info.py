@@ -67,7 +67,7 @@ devices:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CENTRAL_ARGS, build_central_client
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, retry_policy, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_central_device import CentralSpec
 
 
@@ -75,7 +75,7 @@ def run(module: AnsibleModule) -> dict:
     p = module.params
     if p["device_id"] is not None:
         CentralSpec(device_id=p["device_id"])  # validated before any request
-    client = build_central_client(p, retry_policy(p), module.warn)
+    client = build_central_client(p, module.warn)
     if p["device_id"] is not None:
         device = client.get(p["device_id"])
         devices = [device] if device else []

@@ -142,13 +142,10 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import ManifestError, load_document
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
-    IOTHUB_ARGS,
-    ModuleFailure,
-    build_hub_client,
-    run_module,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
+from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import load_document
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_configuration import (
     ConfigurationSpec,
     ensure_configuration,

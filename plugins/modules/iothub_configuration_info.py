@@ -52,24 +52,22 @@ configurations:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, build_hub_client, run_module
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_configuration import (
-    ConfigurationClient,
-    ConfigurationSpec,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_configuration import ConfigurationSpec
 
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
     if p["id"] is not None:
         ConfigurationSpec(id=p["id"])  # the id rule, before any request
-    api = ConfigurationClient(build_hub_client(p, module.warn))
+    client = build_hub_client(p, module.warn)
     if p["id"] is not None:
-        one = api.get(p["id"])
+        one = client.get_configuration(p["id"])
         configurations = [one] if one is not None else []
     else:
-        configurations = api.list()
-    return {"changed": False, "configurations": configurations, "requests": api.client.counters.as_dict()}
+        configurations = client.list_configurations()
+    return {"changed": False, "configurations": configurations, "requests": client.counters.as_dict()}
 
 
 def main() -> None:

@@ -271,12 +271,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_device import ensure_device
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
-    IOTHUB_ARGS,
-    build_hub_client,
-    identity_result,
-    run_module,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._output import identity_result
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import FIELDS
 
 SPEC_OPTIONS = ("device_id", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",

@@ -386,19 +386,18 @@ import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, parse_fleet, validate_fleet
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.reconcile import BulkReconciler
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import parse_fleet, validate_fleet
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import FleetJobs
 from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pacer
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
-    IOTHUB_ARGS,
-    ModuleFailure,
-    build_hub_client,
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import (
     connection_strings,
     device_secrets,
-    run_module,
     secret_mask,
 )
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 
 
 def rotated_secrets(module: AnsibleModule, client, rec: BulkReconciler) -> dict:

@@ -125,17 +125,15 @@ requests:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import check_device_id
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
-    IOTHUB_ARGS,
-    ModuleFailure,
-    build_hub_client,
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import (
     connection_strings,
     hide_secrets,
     redact_device,
-    run_module,
-    twin_of,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._output import twin_of
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ModuleFailure, PlanError
 
 
 def run(module: AnsibleModule) -> dict:

@@ -125,19 +125,15 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import (
-    ManifestError,
     check_manifest,
     load_manifest,
     modules_list,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import check_device_id
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
-    IOTHUB_ARGS,
-    ModuleFailure,
-    build_hub_client,
-    run_module,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_edge_modules import ensure_edge_modules
 
 

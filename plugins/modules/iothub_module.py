@@ -191,12 +191,9 @@ notes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import ModuleSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import (
-    IOTHUB_ARGS,
-    build_hub_client,
-    identity_result,
-    run_module,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._output import identity_result
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import AUTH_FIELDS
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_module import ensure_module
 

@@ -114,7 +114,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import (
     check_container_uri,
     json_lines,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, build_hub_client, run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 
 
 def run(module: AnsibleModule) -> dict:

@@ -6,13 +6,17 @@ import base64
 
 import pytest
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
     AuthError,
+    SpecError,
+    format_validation_error,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
     SasCredential,
     parse_connection_string,
     sas_token,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, SpecError, format_validation_error
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 
 KEY = base64.b64encode(b"p" * 32).decode()
 CS = f"HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey={KEY}"

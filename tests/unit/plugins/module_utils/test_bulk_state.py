@@ -9,9 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import DIFF_KEPT, EXPORT_FIELDS, BulkReconciler, Known
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec, SpecError
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import PlanError, kept_twin, plan_device, plan_twin
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.reconcile import BulkReconciler, DIFF_KEPT
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import EXPORT_FIELDS, Known
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import PlanError, SpecError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import kept_twin, plan_twin
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_device
 
 K1 = base64.b64encode(b"1" * 32).decode()
 K2 = base64.b64encode(b"2" * 32).decode()

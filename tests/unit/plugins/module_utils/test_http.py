@@ -9,13 +9,8 @@ import httpx
 import pytest
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import StaticCredential
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import (
-    AmbiguousWriteError,
-    HttpClient,
-    IoTApiError,
-    RetryPolicy,
-    parse_error,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AmbiguousWriteError, IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import HttpClient, RetryPolicy, parse_error
 
 THROTTLED = {"Message": "ErrorCode:ThrottlingException;The request has been throttled. Wait 10 seconds and try "
                         "again. Operation type: CRUD", "ExceptionMessage": "Tracking ID:x-G:0-TimeStamp:01/01/2026 00:00:00"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_device
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import KeyIntent, fresh_key, sas_keys
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key, sas_keys
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import KeyIntent
 
 K1, K2 = fresh_key(), fresh_key()
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk import BulkReconciler, Outcome
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import IoTApiError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.reconcile import BulkReconciler
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import Outcome
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_device import _check_no_orphans
 
 SCOPE = "ms-azure-iot-edge://gw-1"

@@ -9,14 +9,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import (
-    REDACTED,
-    PlanError,
-    desired_view,
-    plan_device,
-    plan_diff,
-    view_of,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import REDACTED
+from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import plan_diff
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import desired_view, plan_device, view_of
 
 K1 = base64.b64encode(b"1" * 32).decode()
 K2 = base64.b64encode(b"2" * 32).decode()

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._query import QueryError, compile_where
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import QueryError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._query import compile_where
 
 TWIN = {"deviceId": "s-1", "status": "enabled", "tags": {"fleet": "A", "site": "it's", "n": 3, "on": True},
         "capabilities": {"iotEdge": False}, "parentScopes": ["ms-azure-iot-edge://gw-1"],

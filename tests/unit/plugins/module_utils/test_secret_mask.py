@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ansible.module_utils.common.parameters import remove_values
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._module import NO_LOG_PLACEHOLDER, SecretMask
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import NO_LOG_PLACEHOLDER, SecretMask
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 16).decode()

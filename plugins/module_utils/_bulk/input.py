@@ -1,0 +1,191 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleet.azure_iot contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PRIVATE to fleet.azure_iot: iothub_device_bulk, its input: the devices or tree option and defaults as validated
+specs (every entry checked before any request, errors naming the entry and the option), and the task options."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
+    format_validation_error,
+    PlanError,
+    QueryError,
+    SpecError,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import MAX_USER_QUERY_CHARS
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._query import compile_where
+from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import MAX_EDGE_DEPTH
+
+MAX_BATCH = 100
+
+PRUNE_QUERY_PREFIX = "SELECT * FROM devices WHERE "
+
+
+# Without max_deletes, a prune may delete at most this many devices, or this share of what its selector matches,
+# whichever is more (a device list that a failed lookup cut short must not empty the fleet).
+PRUNE_FREE_COUNT = 10
+
+PRUNE_FREE_SHARE = 0.10
+
+
+def validate_fleet(specs: List[DeviceSpec], prune: bool, prune_query: Optional[str], batch_size: int,
+                   max_concurrency: int, max_deletes: Optional[int] = None) -> None:
+    """Everything that can be checked before the first request."""
+    if prune_query is not None and not prune:
+        raise PlanError("prune_query is set but prune is not: prune_query only selects what prune=true deletes; "
+                        "set prune=true, or drop prune_query")
+    if max_deletes is not None and max_deletes < 0:
+        raise PlanError("max_deletes must be 0 or more")
+    if prune_query is not None and len(PRUNE_QUERY_PREFIX + prune_query) > MAX_USER_QUERY_CHARS:
+        raise PlanError(f"prune_query makes a query of {len(PRUNE_QUERY_PREFIX + prune_query)} characters; IoT Hub "
+                        f"takes at most {MAX_USER_QUERY_CHARS}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise PlanError(f"batch_size must be between 1 and {MAX_BATCH} (IoT Hub takes at most {MAX_BATCH} devices per bulk call)")
+    if max_concurrency < 1:
+        raise PlanError("max_concurrency must be at least 1")
+    if prune and not (prune_query or "").strip():
+        raise PlanError("prune=true needs prune_query, a WHERE clause that selects the devices this task owns "
+                        "(for example tags.fleet = 'plant-7'); pruning the whole hub is refused")
+    if prune_query is not None:
+        prune_matcher(prune_query)
+    seen, dups = set(), []
+    for s in specs:
+        if s.device_id in seen and s.device_id not in dups:
+            dups.append(s.device_id)
+        seen.add(s.device_id)
+    if dups:
+        raise PlanError(f"devices: declared more than once: {', '.join(dups[:20])}")
+    by_id = {s.device_id: s for s in specs}
+    for s in specs:
+        if s.state != "present" or not s.parent:
+            continue
+        parent = by_id.get(s.parent)
+        if parent is not None:
+            if parent.state == "absent":
+                raise PlanError(f"devices: {s.device_id!r} has parent {s.parent!r}, which is declared state=absent")
+            if parent.edge_enabled is False:
+                raise PlanError(f"devices: {s.device_id!r} has parent {s.parent!r}, which is declared with "
+                                "edge_enabled=false; only IoT Edge devices can be parents")
+    # Cycles and depth among declared devices.
+    for s in specs:
+        chain, cur = [s.device_id], s
+        edge_layers = 1 if s.edge_enabled else 0
+        while cur.parent and cur.parent in by_id:
+            if cur.parent in chain:
+                raise PlanError(f"devices: parent cycle: {' -> '.join(chain + [cur.parent])}")
+            chain.append(cur.parent)
+            cur = by_id[cur.parent]
+            edge_layers += 1
+        if edge_layers > MAX_EDGE_DEPTH:
+            raise PlanError(f"devices: {s.device_id!r} would nest IoT Edge devices {edge_layers} layers deep "
+                            f"({' -> '.join(reversed(chain))}); IoT Edge supports at most {MAX_EDGE_DEPTH}")
+
+
+def prune_matcher(prune_query: str):
+    """``prune_query`` as a test of one twin: every prune candidate is re-checked with it on a GET of its twin (the
+    query index lags).  A clause that cannot be read is an input error, before any request."""
+    try:
+        return compile_where(prune_query)
+    except QueryError as exc:
+        raise PlanError(f"prune_query {prune_query!r}: {exc}; nothing was sent to the hub") from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_specs(devices, defaults, labels: Optional[List[str]] = None) -> List[DeviceSpec]:
+    """Validate every entry before any request; errors name the entry (its tree path when given) and the option."""
+    if not isinstance(defaults, dict):
+        raise PlanError("defaults must be a dictionary of device options")
+    specs, problems = [], []
+    for i, entry in enumerate(devices):
+        if isinstance(entry, str):
+            entry = {"device_id": entry}  # a bare device id
+        if not isinstance(entry, dict):
+            problems.append(f"devices[{i}]: must be a device id or a dictionary with at least device_id")
+            continue
+        merged = {**defaults, **entry}
+        for key in ("tags", "desired_properties"):  # dictionaries merge key by key; the entry wins
+            if isinstance(defaults.get(key), dict) and isinstance(entry.get(key), dict):
+                merged[key] = deep_merge(defaults[key], entry[key])
+        where = labels[i] if labels else f"devices[{i}]"
+        label = f"{where} ({entry.get('device_id')})" if entry.get("device_id") else where
+        try:
+            specs.append(DeviceSpec(**merged))
+        except SpecError as exc:
+            problems.append(f"{label}: {format_validation_error(exc)}")
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise PlanError("Invalid input: " + "; ".join(problems[:10]) + more)
+    return specs
+
+
+def flatten_tree(tree):
+    """Nested nodes -> (flat device entries with parent and edge_enabled set, each entry's path in the tree
+    (``tree[0].children[1]``), the ids of the nodes that carry an explicit ``children`` list); errors name the
+    node's path."""
+    out, paths, problems, declares_children, deployments = [], [], [], set(), {}
+
+    def walk(nodes, path, parent):
+        if not isinstance(nodes, list):
+            problems.append(f"{path}: must be a list of device nodes")
+            return
+        for i, node in enumerate(nodes):
+            where = f"{path}[{i}]"
+            if not isinstance(node, dict):
+                problems.append(f"{where}: must be a dictionary with at least device_id")
+                continue
+            node = dict(node)
+            if "children" in node and node.get("device_id"):
+                declares_children.add(node["device_id"])
+            deployment = node.pop("deployment", None)
+            if deployment is not None:
+                if not isinstance(deployment, dict):
+                    problems.append(f"{where}: deployment must be a deployment manifest (a dictionary)")
+                elif node.get("edge_enabled") is False:
+                    problems.append(f"{where}: only an IoT Edge device runs a deployment")
+                else:
+                    node.setdefault("edge_enabled", True)
+                    deployments[node.get("device_id")] = deployment
+            children = node.pop("children", None) or []
+            label = f"{where} ({node.get('device_id')})"
+            if children:
+                if node.get("edge_enabled") is False:
+                    problems.append(f"{label}: a leaf device (edge_enabled=false) cannot have children; only IoT "
+                                    "Edge devices can be parents")
+                node.setdefault("edge_enabled", True)
+            if parent is not None:
+                if node.get("parent") not in (None, parent):
+                    problems.append(f"{label}: parent {node['parent']!r} contradicts its place below {parent!r}")
+                node["parent"] = parent
+            out.append(node)
+            paths.append(where)
+            walk(children, f"{where}.children", node.get("device_id"))
+
+    walk(tree, "tree", None)
+    if problems:
+        raise PlanError("Invalid tree: " + "; ".join(problems[:10]))
+    return out, paths, declares_children, deployments
+
+
+def parse_fleet(devices, tree, defaults, hide=None):
+    """The devices or tree option -> (validated specs, ids of tree nodes with an explicit children list, the tree
+    nodes' deployments).  ``hide`` is called with every declared secret (keys), so that the caller can mask it."""
+    if devices is not None:
+        entries, paths, declares_children, deployments = devices, None, set(), {}
+    else:
+        entries, paths, declares_children, deployments = flatten_tree(tree)
+    if hide is not None:
+        for entry in list(entries) + [defaults or {}]:
+            if isinstance(entry, dict):
+                for k in ("primary_key", "secondary_key"):
+                    if isinstance(entry.get(k), str):
+                        hide(entry[k])
+    return parse_specs(entries, defaults, paths), declares_children, deployments
