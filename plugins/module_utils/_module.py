@@ -11,6 +11,14 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._deps import check_requirements
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
+    EtagConflict,
+    InputError,
+    IoTApiError,
+    ModuleFailure,
+    format_validation_error,
+    input_error_types,
+)
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import secret_mask
 
 # Shared by every module of the fleet.azure_iot.iothub action group (doc fragment: fleet.azure_iot.iothub).
@@ -27,15 +35,6 @@ IOTHUB_ARGS = dict(
     ca_path=dict(type="path", fallback=(env_fallback, ["IOTHUB_CA_PATH"])),
     validate_certs=dict(type="bool", default=True),
     **RETRY_ARGS,
-)
-from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
-    AuthError,
-    EtagConflict,
-    IoTApiError,
-    ModuleFailure,
-    PlanError,
-    format_validation_error,
-    input_error_types,
 )
 
 
@@ -55,7 +54,7 @@ def run_module(module: AnsibleModule, body) -> None:
         failure = dict(msg=str(exc), **exc.details)
     except input_error_types() as exc:  # SpecError, and pydantic's ValidationError where pydantic is used
         failure = dict(msg=f"Invalid input: {format_validation_error(exc)}")
-    except (AuthError, PlanError) as exc:
+    except InputError as exc:  # PlanError, ManifestError, QueryError, AuthError, connection options
         failure = dict(msg=str(exc))
     except EtagConflict as exc:
         failure = dict(msg=str(exc), changed=getattr(exc, "changed", False))
