@@ -49,10 +49,40 @@ def option_names(changes) -> list:
     return sorted("parent" if f == "parent_scope" else f for f in changes)
 
 
-def plan_diff(plan: DevicePlan, header: str, fields=FIELDS) -> Dict[str, Any]:
+def plan_diff(plan: DevicePlan, header: str, fields=FIELDS, keys_read: bool = True,
+              twin_view: Optional[tuple] = None) -> Dict[str, Any]:
+    """The diff of an identity plan (device or module, single or bulk): option views with keys redacted (a key the
+    plan changes shows "(changed)"), the parent by device id, and the twin keys that change, old beside new
+    (``twin_view``, else the plan's own).  ``keys_read=False``: the identity was known from a query only."""
     secret_changes = [f for f in SECRET_FIELDS if f in plan.changes]
-    before = display_view(plan.before, fields=fields) if plan.before is not None else {}
-    after = display_view(plan.after, secret_changes, fields=fields) if plan.after is not None else {}
-    before.update(plan.twin_view[0])
-    after.update(plan.twin_view[1])
+    twin_before, twin_after = twin_view if twin_view is not None else plan.twin_view
+    before = display_view(plan.before, fields=fields, keys_read=keys_read) if plan.before is not None else {}
+    after = display_view(plan.after, secret_changes, keys_read=keys_read, fields=fields) if plan.after is not None else {}
+    if plan.before is not None:
+        before.update(twin_before)
+    if plan.after is not None:
+        after.update(twin_after)
     return {"before": before, "after": after, "before_header": f"{header} (hub)", "after_header": f"{header} (planned)"}
+
+
+def changes_diff(changes: Dict[str, tuple], header: str, hub: str = "hub", planned: str = "planned") -> Dict[str, Any]:
+    """The diff of a plan that lists its changed fields as {field: (before, after)} (a configuration, the modules
+    of a manifest)."""
+    return {"before": {k: v[0] for k, v in sorted(changes.items())},
+            "after": {k: v[1] for k, v in sorted(changes.items())},
+            "before_header": f"{header} ({hub})", "after_header": f"{header} ({planned})"}
+
+
+def views_diff(before: Optional[Dict[str, Any]], after: Optional[Dict[str, Any]], header: str,
+               hub: str = "hub") -> Dict[str, Any]:
+    """The diff of a plan that holds whole before and after views (an IoT Central device)."""
+    return {"before": before or {}, "after": after or {}, "before_header": f"{header} ({hub})",
+            "after_header": f"{header} (planned)"}
+
+
+def summary_diff(header: str, counts: Dict[str, int], shown: int) -> Dict[str, Any]:
+    """The first entry of a diff too big to show in full: how many objects change, how many are shown."""
+    total = sum(counts.values())
+    return {"before": "", "after_header": header,
+            "after": f"{total} devices change ({', '.join(f'{k} {v}' for k, v in counts.items())}); the first "
+                     f"{shown} are shown in full (diff_detail=full shows all)\n"}

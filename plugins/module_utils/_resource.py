@@ -93,6 +93,19 @@ class KeyIntent:
             self.keys = (plan.after["primary_key"], plan.after["secondary_key"])
 
 
+# The error codes of a conflict in a bulk call's answer or an import job's log: the device changed since it was
+# read (or an earlier attempt of this write landed): re-read and re-plan, never a failure.
+CONFLICT_CODES = frozenset({"PreconditionFailed", "EtagDoesNotMatch", "GenericPreconditionFailed",
+                            "DeviceAlreadyExists", "DeviceNotFound"})
+
+
+def is_conflict(status: int, action: str) -> bool:
+    """Whether an HTTP answer to a write of ACTION ("create", "update", "delete") is a conflict: 412 (the etag moved),
+    409 to a create (it exists), 404 to an update or delete (it is gone).  The one classification every resource
+    and the bulk path use."""
+    return status == 412 or (status == 409 and action == "create") or (status == 404 and action in ("update", "delete"))
+
+
 class Resource:
     """What one kind of resource supplies to ``converge``; ``label`` names it in messages ("device 'x'")."""
 

@@ -16,9 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CentralClient
-from ansible_collections.fleet.azure_iot.plugins.module_utils._pydantic import BaseModel, ConfigDict, field_validator
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
+from ansible_collections.fleet.azure_iot.plugins.module_utils._pydantic import BaseModel, ConfigDict, field_validator
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
+    converge,
+    Converged,
+    is_conflict,
+    Resource,
+    Written,
+)
 
 DEVICE_ID_RE = re.compile(r"^[a-z0-9._:-]{1,128}$")
 FIELDS = {"display_name": "displayName", "template": "template", "simulated": "simulated", "enabled": "enabled",
@@ -121,7 +127,7 @@ class CentralDeviceResource(Resource):
         r = self.client.write(plan)
         if r.status_code in (200, 201, 204):
             return Written(True, None if plan.action == "delete" else r.json(), r.status_code, maybe_applied(r))
-        if r.status_code in (404, 412) or (r.status_code == 409 and plan.action == "create"):
+        if is_conflict(r.status_code, plan.action):
             return Written(False, None, r.status_code, maybe_applied(r))
         raise error_from_response(r, f"{plan.action} Central device {self.spec.device_id!r}")
 

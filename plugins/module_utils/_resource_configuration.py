@@ -17,17 +17,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, PlanError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
+from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import check_manifest, compare_form, send_form
 from ansible_collections.fleet.azure_iot.plugins.module_utils._pydantic import (
     BaseModel,
     ConfigDict,
     field_validator,
     model_validator,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
-from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
-from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import check_manifest, compare_form, send_form
-from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, PlanError
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Converged, Resource, Written, converge
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
+    converge,
+    Converged,
+    is_conflict,
+    Resource,
+    Written,
+)
 
 ID_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
 MAX_METRICS = 5
@@ -204,7 +210,7 @@ class ConfigurationResource(Resource):
         if plan.action in ("delete", "recreate"):
             r = self.client.delete_configuration(plan.id, plan.etag)
             if r.status_code not in (200, 204):
-                if r.status_code in (404, 412):
+                if is_conflict(r.status_code, "delete"):
                     return Written(False, None, r.status_code, maybe_applied(r))
                 raise error_from_response(r, f"delete configuration {plan.id!r}")
             if plan.action == "delete":
@@ -213,7 +219,7 @@ class ConfigurationResource(Resource):
         r = self.client.put_configuration(plan.id, plan.body, plan.etag if plan.action == "update" else None)
         if r.status_code in (200, 201):
             return Written(True, r.json(), r.status_code, maybe_applied(r), landed=landed)
-        if r.status_code in (404, 409, 412):
+        if is_conflict(r.status_code, "update" if plan.action == "update" else "create"):
             return Written(False, None, r.status_code, maybe_applied(r), landed=landed)
         raise error_from_response(r, f"{plan.action} configuration {plan.id!r}")
 

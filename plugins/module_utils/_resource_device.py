@@ -14,6 +14,17 @@ from typing import List, Optional
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
+    converge,
+    Converged,
+    is_conflict,
+    KeyIntent,
+    Resource,
+    Written,
+)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
 from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
     chain_above,
     edge_height,
@@ -24,16 +35,6 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
     orphans_problem,
     place_problem,
     resolve_parent,
-)
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_device
-from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
-    Converged,
-    KeyIntent,
-    Resource,
-    Written,
-    converge,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
 
@@ -135,9 +136,7 @@ class DeviceResource(Resource):
                     if etag:
                         device["etag"] = etag
             if r.status_code not in (200, 204):
-                conflict = (r.status_code == 412 or (r.status_code == 409 and plan.action == "create")
-                            or (r.status_code == 404 and plan.action in ("update", "delete")))
-                if conflict:  # the device changed between our read and our write (or a retried write landed)
+                if is_conflict(r.status_code, plan.action):  # the device changed between our read and our write (or a retried write landed)
                     return Written(False, None, r.status_code, maybe_applied(r))
                 raise error_from_response(r, f"{plan.action} device {did!r}")
             maybe = maybe_applied(r)

@@ -17,14 +17,15 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import ModuleSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_module
-from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
+    converge,
     Converged,
+    is_conflict,
     KeyIntent,
     Resource,
     Written,
-    converge,
 )
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
 from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
 
 
@@ -73,9 +74,7 @@ class ModuleResource(Resource):
                 if r.status_code in (200, 201):
                     module = r.json()
             if r.status_code not in (200, 201, 204):
-                conflict = (r.status_code == 412 or (r.status_code == 409 and plan.action == "create")
-                            or (r.status_code == 404 and plan.action in ("update", "delete")))
-                if conflict:
+                if is_conflict(r.status_code, plan.action):
                     return Written(False, None, r.status_code, maybe_applied(r))
                 raise error_from_response(r, f"{plan.action} {self.label}")
             maybe = maybe_applied(r)

@@ -13,13 +13,12 @@ the twin moved, and the converge loop reads it again and re-plans."""
 from __future__ import annotations
 
 import copy
-
 from typing import Any, Dict, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import TWIN_SECTION_LIMITS, section_size
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import Written
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import is_conflict, Written
 
 
 def declared(spec) -> bool:
@@ -100,7 +99,7 @@ def _patch_twin(client, plan, device_id: str, landed: bool, module_id: Optional[
     r = client.patch_twin(device_id, patch, etag, module_id)
     if r.status_code == 200:
         return None
-    if r.status_code in (404, 412):
+    if is_conflict(r.status_code, "update"):
         return Written(False, None, r.status_code, maybe_applied(r), landed=landed)
     raise error_from_response(r, f"update twin of {device_id!r}" + (f" module {module_id!r}" if module_id else ""))
 

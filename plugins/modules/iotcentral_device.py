@@ -154,6 +154,7 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import views_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._central import CENTRAL_ARGS, build_central_client
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_central_device import (
@@ -174,9 +175,7 @@ def run(module: AnsibleModule) -> dict:
     if p["return_credentials"] and res.obj is not None and not (module.check_mode and res.plan.action == "create"):
         result["credentials"] = client.credentials(spec.device_id)
     if module._diff:
-        result["diff"] = {"before": res.plan.before or {}, "after": res.plan.after or {},
-                          "before_header": f"iotcentral device {spec.device_id} (app)",
-                          "after_header": f"iotcentral device {spec.device_id} (planned)"}
+        result["diff"] = views_diff(res.plan.before, res.plan.after, f"iotcentral device {spec.device_id}", hub="app")
     return result
 
 

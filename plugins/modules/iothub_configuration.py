@@ -142,6 +142,7 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import changes_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import load_document
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
@@ -170,10 +171,7 @@ def run(module: AnsibleModule) -> dict:
     result = {"changed": res.changed, "action": res.plan.action, "changes": sorted(res.plan.changes),
               "configuration": res.obj, "notes": res.notes}
     if module._diff:
-        result["diff"] = {"before": {k: v[0] for k, v in sorted(res.plan.changes.items())},
-                          "after": {k: v[1] for k, v in sorted(res.plan.changes.items())},
-                          "before_header": f"configuration {spec.id} (hub)",
-                          "after_header": f"configuration {spec.id} (planned)"}
+        result["diff"] = changes_diff(res.plan.changes, f"configuration {spec.id}")
     return result
 
 

@@ -125,6 +125,7 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import changes_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import (
     check_manifest,
@@ -152,10 +153,7 @@ def run(module: AnsibleModule) -> dict:
     result = {"changed": res.changed, "changes": sorted(res.plan.changes), "modules": modules_list(manifest),
               "notes": res.notes}
     if module._diff:
-        result["diff"] = {"before": {m: c[0] for m, c in sorted(res.plan.changes.items())},
-                          "after": {m: c[1] for m, c in sorted(res.plan.changes.items())},
-                          "before_header": f"modules of {p['device_id']} (hub)",
-                          "after_header": f"modules of {p['device_id']} (manifest)"}
+        result["diff"] = changes_diff(res.plan.changes, f"modules of {p['device_id']}", planned="manifest")
     return result
 
 

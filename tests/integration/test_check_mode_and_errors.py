@@ -185,3 +185,42 @@ def test_summary_diff_of_a_large_apply_shows_the_first_devices_by_id(ansible):
     assert "2100 devices change (created 2100, updated 0, deleted 0)" in d[0]["after"]
     assert [x["after_header"] for x in d[1:]] == [f"iothub device big-{i:04d} (planned)" for i in range(50)]
     assert all(x["before"] == {} and x["after"]["status"] == "enabled" for x in d[1:])
+
+
+# ----------------------------------------------------------------- one rule, one message (iothub_device and bulk)
+def test_the_same_rule_gives_the_same_message_from_iothub_device_and_iothub_device_bulk(ansible, emulator, hub):
+    """Each rule lives once (_topology, _twin): iothub_device's message is exactly what iothub_device_bulk says for
+    the device (bulk puts the device id in front), in check mode and in a real run, and neither writes."""
+    gw = hub.put_device("gw", {"deviceId": "gw", "capabilities": {"iotEdge": True}}).json()
+    hub.put_device("kid", {"deviceId": "kid", "deviceScope": gw["deviceScope"]})
+    hub.put_device("plain", {"deviceId": "plain"})
+    a = hub.put_device("A", {"deviceId": "A", "capabilities": {"iotEdge": True}}).json()
+    hub.put_device("B", {"deviceId": "B", "capabilities": {"iotEdge": True}, "parentScopes": [a["deviceScope"]]})
+    chain(hub, 5)
+    hub.put_device("big", {"deviceId": "big"})
+    hub.request("PATCH", "/twins/big", json={"tags": {"a1": "x" * 3000, "a2": "x" * 3000}}, headers={"If-Match": "*"})
+    hub.query_all("SELECT deviceId FROM devices")  # indexed
+    both = ((True, "fail"), (False, "fail"))
+    parent = ((True, "warn"), (False, "fail"))  # check mode assumes an earlier task makes the parent, and warns
+    rules = [
+        ({"device_id": "c", "parent": "nope"}, parent),
+        ({"device_id": "c", "parent": "plain"}, parent),
+        ({"device_id": "gw", "edge_enabled": False}, both),
+        ({"device_id": "A", "parent": "B"}, both),
+        ({"device_id": "L6", "edge_enabled": True, "parent": "L5"}, both),
+        ({"device_id": "gw", "state": "absent"}, both),
+        ({"device_id": "big", "tags": {"b": "y" * 3000}}, both),  # 9 KB with what the twin holds,
+    ]
+    for args, modes in rules:
+        for check, expect in modes:
+            with counting(emulator) as w:
+                single = ansible.run(play(task("t", "iothub_device", **FAST, **args)), check=check)
+                bulk = ansible.run(play(task("t", "iothub_device_bulk", **FAST, devices=[args])), check=check)
+            assert w.writes == 0, (args, check)
+            if expect == "warn":
+                one, many = single.task("t").result["warnings"], bulk.task("t").result["warnings"]
+                assert len(one) == 1 and any(one[0] in text for text in many), (one, many)
+                continue
+            assert single.rc != 0 and bulk.rc != 0, (args, single.output[-2000:], bulk.output[-2000:])
+            one, many = single.task("t").result["msg"], bulk.task("t").result["msg"]
+            assert one in many, (args, one, many)

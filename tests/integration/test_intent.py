@@ -119,6 +119,7 @@ def test_a_child_attached_within_the_lag_fails_the_gateway_delete_naming_it(ansi
             assert "still name it as their parent (late)" in res["msg"], res
         else:
             assert [(f["deviceId"], f["errorCode"]) for f in res["failed_devices"]] == [("late", "OrphanedChild")], res
+            assert "still name it as their parent (late)" in res["failed_devices"][0]["errorStatus"], res  # one message
         assert exists(hub, "late") and exists(hub, "keep")  # reported, never deleted
 
 

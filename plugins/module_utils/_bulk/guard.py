@@ -11,7 +11,19 @@ from typing import Dict, List, Optional
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import PRUNE_FREE_COUNT, PRUNE_FREE_SHARE
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
-from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import MAX_EDGE_DEPTH, parent_id_of_scope
+from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
+    MAX_EDGE_DEPTH,
+    assumed_parent_warning,
+    chain_above,
+    edge_height,
+    hub_parent,
+    is_edge,
+    leaving_edge_problem,
+    orphaned_after_delete,
+    orphans_problem,
+    parent_problem,
+    place_problem,
+)
 
 
 class FleetGuard:
@@ -22,6 +34,7 @@ class FleetGuard:
     def check_parents(self, candidates: List[str]) -> None:
         """After the read, before any write: every referenced parent exists (or is declared) and is edge."""
         problems = []
+        hub_parents: Dict[str, Optional[dict]] = {}  # undeclared parent -> its identity as read (None: absent)
         missing = [s.parent for s in self.specs if s.state == "present" and s.parent and s.parent not in self.by_id
                    and not self.state[s.parent].exists]
         if missing:
@@ -44,16 +57,15 @@ class FleetGuard:
                     problems.append(f"{s.device_id!r}: parent {s.parent!r} is declared without edge_enabled=true "
                                     "and does not exist yet; declare it with edge_enabled=true")
                 continue
-            if self.check_mode and not current_edge:
-                why = "does not exist" if known is None or not known.exists else "is not an IoT Edge device"
-                self.out.warnings.append(f"{s.device_id}: parent {s.parent!r} {why} (yet); check mode assumes an "
-                                         "earlier task makes it an edge device. If it is a typo, the real run will fail")
+            if s.parent not in hub_parents:  # the same rule as iothub_device's, on the identity read
+                hub_parents[s.parent] = known.identity if known is not None and known.exists else None
+            parent = hub_parents[s.parent]
+            if self.check_mode and not is_edge(parent):
+                self.out.warnings.append(f"{s.device_id}: {assumed_parent_warning(s.parent, parent)}")
                 continue
-            if known is None or not known.exists:
-                problems.append(f"{s.device_id!r}: parent {s.parent!r} does not exist; declare it in devices or "
-                                "create it first")
-            elif not current_edge:
-                problems.append(f"{s.device_id!r}: parent {s.parent!r} is not an IoT Edge device")
+            problem = parent_problem(s.parent, parent)
+            if problem:
+                problems.append(f"{s.device_id!r}: {problem}")
         if problems:
             raise PlanError("devices: " + "; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
 
@@ -69,31 +81,25 @@ class FleetGuard:
         if leaving:
             kids = self.children_of(list(leaving.values()))
             for did, scope in sorted(leaving.items()):
-                left = sorted(t["deviceId"] for t in kids[scope] if not self._leaves(t["deviceId"], did))
-                if left:
-                    problems.append(f"{did!r} is declared edge_enabled=false but still has {len(left)} child device(s) "
-                                    f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}); a parent must stay an "
-                                    "IoT Edge device: move or delete its children first (in this task or before)")
+                problem = leaving_edge_problem(did, [t["deviceId"] for t in kids[scope]
+                                                     if not self._leaves(t["deviceId"], did)])
+                if problem:
+                    problems.append(f"{did!r}: {problem}")
         scope_owner = {self._edge_scope(d): d for d in self.state if self._edge_scope(d)}
+
+        def parent_after(did: str) -> Optional[str]:
+            """DID's parent once this run is done: as declared, else as the hub holds it."""
+            spec = self.by_id.get(did)
+            if spec is not None and spec.state == "present" and spec.parent is not None:
+                return spec.parent or None
+            return self._hub_parent(did, scope_owner)
         for s in self.specs:
             if s.state != "present" or not self._is_edge(s.device_id) or not self._moves(s):
                 continue
-            chain, cur = [], s.device_id
-            while len(chain) <= MAX_EDGE_DEPTH:
-                cur = self._parent_after(cur, scope_owner)
-                if cur is None:
-                    break
-                if cur == s.device_id or cur in chain:
-                    problems.append(f"{s.device_id!r}: parent cycle through existing devices: "
-                                    f"{' -> '.join([s.device_id] + chain + [cur])}")
-                    break
-                chain.append(cur)
-            height = self._declared_height(s.device_id)
-            if len(chain) + height > MAX_EDGE_DEPTH and not any(p.startswith(f"{s.device_id!r}: parent cycle") for p in problems):
-                problems.append(f"{s.device_id!r} would be at IoT Edge layer {len(chain) + 1}"
-                                + (f" with {height - 1} edge layer(s) below it" if height > 1 else "")
-                                + f" ({' -> '.join(list(reversed(chain)) + [s.device_id])}); IoT Edge supports at "
-                                f"most {MAX_EDGE_DEPTH}")
+            chain, cycle = chain_above(s.device_id, parent_after)
+            problem = place_problem(s.device_id, s.parent or None, chain, cycle, self._height(s.device_id))
+            if problem:
+                problems.append(f"{s.device_id!r}: {problem}")
         if problems:
             raise PlanError("devices: " + "; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
 
@@ -112,25 +118,29 @@ class FleetGuard:
         return s.parent is not None and (self._edge_scope(s.parent) if s.parent else None) != current
 
     def _hub_parent(self, did: str, scope_owner: Dict[str, str]) -> Optional[str]:
-        """The device id of DID's parent in the hub (None for none): from the devices read, else one GET to
-        confirm the owner of the scope (a scope of a deleted device has none)."""
+        """The device id of DID's parent in the hub (None for none): ``_topology.hub_parent`` over the devices read,
+        with one GET for an owner not read yet (a scope of a deleted device has none)."""
         known = self.state.get(did)
         ident = known.identity if known else None
         scope = ((ident.get("parentScopes") or [None])[0]) if ident else None
         if not scope:
             return None
         if scope not in scope_owner:
-            pid = parent_id_of_scope(scope)
-            if pid and pid not in self.state:
-                self.refresh([pid])
-            scope_owner[scope] = pid if pid and self._edge_scope(pid) == scope else None
+            def lookup(pid: str):
+                if pid not in self.state:
+                    self.refresh([pid])
+                return self.state[pid].identity
+            scope_owner[scope] = hub_parent(ident, lookup)
         return scope_owner[scope]
 
-    def _parent_after(self, did: str, scope_owner: Dict[str, str]) -> Optional[str]:
-        spec = self.by_id.get(did)
-        if spec is not None and spec.state == "present" and spec.parent is not None:
-            return spec.parent or None
-        return self._hub_parent(did, scope_owner)
+    def _height(self, did: str) -> int:
+        """Edge layers at and below DID once this run is done: the declared ones, and those the hub holds below an
+        existing gateway (counted the way iothub_device counts them: the stricter of the two)."""
+        declared = self._declared_height(did)
+        scope = self._edge_scope(did)
+        if not scope:
+            return declared
+        return max(declared, edge_height(scope, self.children_of))
 
     def _declared_height(self, did: str) -> int:
         """Edge layers at and below DID among the declared devices (1 for an edge device without edge children)."""
@@ -180,13 +190,11 @@ class FleetGuard:
                     and spec.parent != owner[scope]
                 if did not in deleting and not moving_away:
                     left.append(did)
-            if left:
-                problems.append(f"{owner[scope]!r} (children: {', '.join(sorted(left)[:10])}"
-                                f"{', ...' if len(left) > 10 else ''})")
+            problem = orphans_problem(owner[scope], left)
+            if problem:
+                problems.append(problem)
         if problems:
-            raise PlanError("deleting IoT Edge device(s) that still have children would leave those children pointing "
-                            "at a parent that no longer exists: " + "; ".join(problems[:10])
-                            + ". Delete or move the children in the same task, or set orphan_children=true"
+            raise PlanError("; ".join(problems[:10]) + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
                             + (" (edge_hierarchy deletes a removed gateway's whole subtree)" if self.prune_children else ""))
 
     def _check_delete_budget(self, deleting: set, candidates: List[str]) -> None:
@@ -243,11 +251,7 @@ class FleetGuard:
         if not gone:
             return
         for scope, twins in self.client.children_of_scopes(sorted(gone)).items():
-            for t in twins:
-                child = t.get("deviceId")
-                if child and child not in self.out.deleted:
-                    self.out.failed.append({
-                        "deviceId": child, "errorCode": "OrphanedChild", "operation": "orphan check",
-                        "errorStatus": f"its parent {gone[scope]!r} was deleted by this task, but {child!r} still "
-                                       f"names it: it was attached after the check before the delete (within the "
-                                       "query index lag). Give it a new parent, or delete it"})
+            kids = sorted({t["deviceId"] for t in twins if t.get("deviceId") and t["deviceId"] not in self.out.deleted})
+            for child in kids:  # one failure per child, each with the same message as iothub_device's
+                self.out.failed.append({"deviceId": child, "errorCode": "OrphanedChild", "operation": "orphan check",
+                                        "errorStatus": orphaned_after_delete(gone[scope], kids)})

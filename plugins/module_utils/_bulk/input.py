@@ -17,7 +17,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import MAX_USER_QUERY_CHARS
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._query import compile_where
-from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import MAX_EDGE_DEPTH
+from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import chain_above, place_problem
 
 MAX_BATCH = 100
 
@@ -69,19 +69,15 @@ def validate_fleet(specs: List[DeviceSpec], prune: bool, prune_query: Optional[s
             if parent.edge_enabled is False:
                 raise PlanError(f"devices: {s.device_id!r} has parent {s.parent!r}, which is declared with "
                                 "edge_enabled=false; only IoT Edge devices can be parents")
-    # Cycles and depth among declared devices.
+    # Cycles and depth among the declared devices (the topology rules of _topology, on the declared parents).
+    def declared_parent(did: str) -> Optional[str]:
+        spec = by_id.get(did)
+        return spec.parent if spec is not None and spec.parent in by_id else None
     for s in specs:
-        chain, cur = [s.device_id], s
-        edge_layers = 1 if s.edge_enabled else 0
-        while cur.parent and cur.parent in by_id:
-            if cur.parent in chain:
-                raise PlanError(f"devices: parent cycle: {' -> '.join(chain + [cur.parent])}")
-            chain.append(cur.parent)
-            cur = by_id[cur.parent]
-            edge_layers += 1
-        if edge_layers > MAX_EDGE_DEPTH:
-            raise PlanError(f"devices: {s.device_id!r} would nest IoT Edge devices {edge_layers} layers deep "
-                            f"({' -> '.join(reversed(chain))}); IoT Edge supports at most {MAX_EDGE_DEPTH}")
+        chain, cycle = chain_above(s.device_id, declared_parent)
+        problem = place_problem(s.device_id, s.parent or None, chain, cycle, 1 if s.edge_enabled else 0)
+        if problem:
+            raise PlanError(f"devices: {s.device_id!r}: {problem}")
 
 
 def prune_matcher(prune_query: str):

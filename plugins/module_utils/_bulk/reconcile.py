@@ -26,25 +26,19 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.read import FleetReader
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import Known, Outcome, Pending
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.write import FleetWriter
-from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import display_view
+from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import plan_diff, summary_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
-from ansible_collections.fleet.azure_iot.plugins.module_utils._models import (
-    TWIN_SECTION_LIMITS,
-    DeviceSpec,
-    section_size,
-)
+from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import DevicePlan, plan_device
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import KeyIntent
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import CONFLICT_CODES, KeyIntent
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key, plan_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import is_planned_scope, planned_scope
-from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin, twin_change_view
+from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import check_twin_limits, plan_twin, twin_views
 
 PLAN_CHUNK = 1000  # devices planned at a time (their plans are dropped once their writes are collected)
 MAX_ROUNDS = 4  # rounds of re-read and re-plan after conflicts (one more carries an update's twin)
 DIFF_SUMMARY_ABOVE = 50
 DIFF_KEPT = 1000  # diff_detail=summary: plans kept of the changed devices whose ids sort first
-RECONCILE_CODES = {"PreconditionFailed", "EtagDoesNotMatch", "GenericPreconditionFailed", "DeviceAlreadyExists",
-                   "DeviceNotFound"}
 
 
 class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
@@ -136,14 +130,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
         if intent is not None and spec.rotate_keys:
             intent.record(spec, plan)
         twin = plan_twin(s, known.twin) if s.state == "present" and plan.action != "delete" else {}
-        for part, option in (("tags", "tags"), ("desired", "desired_properties")):
-            full = (twin.get("full") or {}).get(part)
-            if full is not None:
-                limit = TWIN_SECTION_LIMITS[option]
-                size = section_size(full)
-                if size > limit:
-                    raise PlanError(f"devices: {s.device_id!r}: {option} would be {size} bytes with what the twin holds "
-                                    f"already; IoT Hub allows {limit}: remove keys (value null) or shorten values")
+        check_twin_limits(twin, f"device {s.device_id!r}")
         return plan, twin, known
 
     def needs_get(self, s: DeviceSpec, plan: DevicePlan, known: Known) -> bool:
@@ -198,7 +185,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
                     self.state[did] = Known(None, True, None)
                     self._settled(did, "already deleted")
                     continue
-                if code in RECONCILE_CODES and not last:
+                if code in CONFLICT_CODES and not last:
                     self.out.notes.append(f"{did}: {code} on {p.mode}; re-read and re-planned")
                     retry.append(p.spec)
                     to_refresh.append(did)
@@ -267,7 +254,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
             return
         self.plans[did] = plan
         if twin or did not in self.views:
-            self.views[did] = self._twin_views(twin, known.twin), known.keys_known
+            self.views[did] = twin_views(twin, known.twin), known.keys_known
         if self.diff_detail != "full" and len(self.plans) > 2 * DIFF_KEPT:
             kept = sorted(self.plans)[:DIFF_KEPT]
             self._diff_cut = kept[-1]
@@ -404,17 +391,6 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
                         "deployment": self.deployments.get(s.device_id)})
         return sorted(out, key=lambda d: d["layer"])
 
-    @staticmethod
-    def _twin_views(twin: Dict[str, Any], current_twin: Optional[Dict[str, Any]]) -> tuple:
-        before, after = {}, {}
-        current_twin = current_twin or {}
-        for part, option, cur in (("tags", "tags", current_twin.get("tags")),
-                                  ("desired", "desired_properties",
-                                   ((current_twin.get("properties") or {}).get("desired")))):
-            if twin.get(part):
-                before[option], after[option] = twin_change_view(twin[part], cur)
-        return before, after
-
     def diffs(self) -> List[Dict[str, Any]]:
         """Per device before/after (keys redacted, twin keys old beside new).  Above DIFF_SUMMARY_ABOVE changed
         devices, a summary first and the first DIFF_SUMMARY_ABOVE devices in full, unless ``diff_detail="full"``."""
@@ -422,22 +398,12 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
         out = []
         if self.diff_detail != "full" and len(changed) > DIFF_SUMMARY_ABOVE:
             counts = {"created": len(self.out.created), "updated": len(self.out.updated), "deleted": len(self.out.deleted)}
-            out.append({"before": "", "after_header": "iothub_device_bulk summary",
-                        "after": f"{len(changed)} devices change ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
-                                 f"the first {DIFF_SUMMARY_ABOVE} are shown in full (diff_detail=full shows all)\n"})
+            out.append(summary_diff("iothub_device_bulk summary", counts, DIFF_SUMMARY_ABOVE))
             changed = changed[:DIFF_SUMMARY_ABOVE]
         for did in changed:
             plan = self.plans.get(did)
             if plan is None:
                 continue
-            (twin_before, twin_after), keys_read = self.views.get(did, (({}, {}), True))
-            before = display_view(plan.before, keys_read=keys_read) if plan.before is not None else {}
-            after = display_view(plan.after, [f for f in ("primary_key", "secondary_key") if f in plan.changes],
-                                 keys_read=keys_read) if plan.after is not None else {}
-            if plan.before is not None:
-                before.update(twin_before)
-            if plan.after is not None:
-                after.update(twin_after)
-            out.append({"before": before, "after": after, "before_header": f"iothub device {did} (hub)",
-                        "after_header": f"iothub device {did} (planned)"})
+            twin_view, keys_read = self.views.get(did, (({}, {}), True))
+            out.append(plan_diff(plan, f"iothub device {did}", keys_read=keys_read, twin_view=twin_view))
         return out

@@ -19,6 +19,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import DevicePlan
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import is_conflict
+from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import patch_body
 
 
 class FleetWriter:
@@ -66,13 +68,8 @@ class FleetWriter:
         else "PreconditionFailed" / "DeviceNotFound" (re-read and re-plan) or the error}."""
         def one(item):
             s, twin, known = item
-            patch = {}
-            if "tags" in twin:
-                patch["tags"] = twin["tags"]
-            if "desired" in twin:
-                patch["properties"] = {"desired": twin["desired"]}
             try:
-                r = self.client.patch_twin(s.device_id, patch, (known.twin or {}).get("etag"))
+                r = self.client.patch_twin(s.device_id, patch_body(twin), (known.twin or {}).get("etag"))
             except AuthorizationError:
                 raise
             except IoTApiError as exc:
@@ -80,7 +77,7 @@ class FleetWriter:
             maybe = maybe_applied(r)
             if r.status_code == 200:
                 return s.device_id, (None, maybe)
-            if r.status_code in (404, 412):
+            if is_conflict(r.status_code, "update"):
                 return s.device_id, ("DeviceNotFound" if r.status_code == 404 else "PreconditionFailed", maybe)
             return s.device_id, (str(error_from_response(r, f"update twin of {s.device_id!r}")), maybe)
         return dict(self._pool(one, todo))
