@@ -53,3 +53,12 @@ def counting(emulator):
     w.start = emulator.stats()
     yield w
     w.end = emulator.stats()
+
+
+def run_ok(ansible, *plays_or_tasks, **kw):
+    """Run a playbook (its YAML text, or tasks to put in one play) and assert it passed, showing the end of its
+    output when it did not."""
+    text = plays_or_tasks[0] if len(plays_or_tasks) == 1 and isinstance(plays_or_tasks[0], str) else play(*plays_or_tasks)
+    r = ansible.run(text, **kw)
+    assert r.rc == 0, r.output[-4000:]
+    return r

@@ -5,16 +5,11 @@ a key changed) beside what must."""
 
 from __future__ import annotations
 
-from helpers import counting, play, task
+from helpers import counting, play, run_ok, task
 
 FAST = {"retry_backoff_seconds": 0.05, "max_retries": 12}
 LAG = 20  # seconds: far longer than any of these tests takes, so the index shows the old state throughout
 
-
-def run_ok(ansible, text, **kw):
-    r = ansible.run(text, **kw)
-    assert r.rc == 0, r.output[-4000:]
-    return r
 
 
 def exists(hub, did: str) -> bool:

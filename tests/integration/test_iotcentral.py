@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import counting, play, task
+from helpers import counting, play, run_ok, task
 
 TEMPLATE = "dtmi:contoso:testDeviceTemplate;1"
 
@@ -11,11 +11,6 @@ TEMPLATE = "dtmi:contoso:testDeviceTemplate;1"
 def central(name, **args):
     return task(name, "iotcentral_device", **args)
 
-
-def run_ok(ansible, *tasks, **kw):
-    r = ansible.run(play(*tasks), **kw)
-    assert r.rc == 0, r.output[-4000:]
-    return r
 
 
 @pytest.fixture

@@ -5,18 +5,13 @@ from __future__ import annotations
 import base64
 
 import pytest
-from helpers import counting, device_task, play, task
+from helpers import counting, device_task, play, run_ok, task
 
 K1 = base64.b64encode(b"1" * 32).decode()
 K2 = base64.b64encode(b"2" * 32).decode()
 K3 = base64.b64encode(b"3" * 32).decode()
 TP = "9A3C2E8B1D4F6A7B8C9D0E1F2A3B4C5D6E7F8091"
 
-
-def run_ok(ansible, *tasks, **kw):
-    r = ansible.run(play(*tasks), **kw)
-    assert r.rc == 0, r.output[-4000:]
-    return r
 
 
 def test_create_then_idempotent(ansible, emulator, hub):

@@ -78,9 +78,11 @@ def test_faults_bulk_1000_and_hierarchy_converge_exactly(emulator_factory, runne
     assert hub.get_device("line1-sensor-3").json()["deviceScope"] == line1["deviceScope"]
     assert sum(faults.values()) > 5 and faults.get("drop", 0) > 0  # the run really met faults
     emu.configure(fault_rate=0.1)
+    before = sum(emu.stats()["faults_injected"].values())
     again = runner.run(play(task("fleet", "iothub_device_bulk", devices=devices, hub_sku="S3", **FAST)), verbosity=0,
                        diff=False)
     assert again.rc == 0 and not again.task("fleet").result["changed"]
+    assert sum(emu.stats()["faults_injected"].values()) > before  # the no-op re-run met faults too
     hub.close()
 
 
@@ -188,6 +190,7 @@ def test_faults_do_not_leak_secrets(emulator_factory, runner_for):
                             task("kids", "iothub_device_bulk", devices=[{"device_id": f"k{i}", "parent": "gw"} for i in range(30)],
                                  **FAST)))
     assert r.rc == 0  # the harness has already checked -vvv --diff output for every emulator secret
+    assert sum(emu.stats()["faults_injected"].values()) > 0  # ... of a run that really met faults
 
 
 def test_a_throttled_run_paces_itself_and_reports_its_waiting(emulator_factory, runner_for):

@@ -5,7 +5,7 @@ must NOT happen as well as what must."""
 from __future__ import annotations
 
 import yaml
-from helpers import counting, play, task
+from helpers import counting, play, run_ok, task
 from support.ansible import AnsibleRunner
 from support.emulator import env_without_proxies
 from support.hub import HubClient
@@ -17,11 +17,6 @@ TP = {c: c * 40 for c in "ABCD"}
 def role_task(role: str, **vars) -> dict:
     return {"name": f"apply {role}", "ansible.builtin.include_role": {"name": f"fleet.azure_iot.{role}"}, "vars": vars}
 
-
-def run_ok(ansible, text, **kw):
-    r = ansible.run(text, **kw)
-    assert r.rc == 0, r.output[-4000:]
-    return r
 
 
 def ids(hub) -> list:
