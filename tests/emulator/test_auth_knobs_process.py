@@ -213,3 +213,15 @@ def test_sas_token_helper_matches_emulator(emulator):
     cs = parse_connection_string(emulator.connection_string)
     token = sas_token(cs["HostName"], "iothubowner", cs["SharedAccessKey"])
     assert token.startswith("SharedAccessSignature sr=127.0.0.1%3A")
+
+
+def test_secrets_lists_what_every_area_registered(emulator, hub):
+    """Each area that stores secrets registers them: device keys, module keys and policy keys all show up."""
+    device = hub.put_device("sd", {"deviceId": "sd"}).json()
+    module = hub.request("PUT", "/devices/sd/modules/m", json={"moduleId": "m", "deviceId": "sd"}).json()
+    s = emulator.secrets()
+    assert set(s) >= {"device_keys", "policy_keys", "central_tokens", "central_device_keys"}
+    for identity in (device, module):
+        keys = identity["authentication"]["symmetricKey"]
+        assert keys["primaryKey"] in s["device_keys"] and keys["secondaryKey"] in s["device_keys"]
+    assert s["policy_keys"] and all(s["policy_keys"])

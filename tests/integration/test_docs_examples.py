@@ -16,7 +16,7 @@ MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "
             "docs/fleet-jobs.md",
             "roles/edge_gateway/README.md",
             "roles/edge_hierarchy/README.md",
-            "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md"]
+            "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md", "docs/architecture.md"]
 MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "iothub_module", "iothub_module_info",
                 "iothub_edge_modules", "iothub_configuration", "iothub_configuration_info", "iothub_registry_export",
                 "iotcentral_device", "iotcentral_device_info"]

@@ -75,7 +75,7 @@ def test_sas_path_never_imports_azure_identity():
     code = textwrap.dedent("""
         import sys
         from ansible_collections.fleet.azure_iot.plugins.modules import iothub_device, iotcentral_device
-        from ansible_collections.fleet.azure_iot.plugins.module_utils._module import build_hub_client, RETRY_ARGS
+        from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
         params = {"connection_string": "HostName=h:1;SharedAccessKeyName=p;SharedAccessKey=a2V5a2V5a2V5a2V5a2V5a2V5",
                   "hostname": None, "auth_mode": None, "ca_path": None, "validate_certs": True,
                   "timeout": 5, "max_retries": 1, "retry_budget_seconds": 1, "retry_backoff_seconds": None}

@@ -20,7 +20,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from .app import DEFAULT_FAULT_KINDS, FAULT_KINDS, Emulator, Settings, parse_throttle
+from .app import Emulator, Settings
+from .faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, parse_throttle
 from .auth import DEFAULT_POLICIES, Authorizer, Policy
 from .certs import issue_server_cert
 

@@ -79,6 +79,9 @@ class CentralApi:
     def __init__(self, emulator, app: CentralApp):
         self.emu = emulator
         self.app = app
+        emulator.register_secrets("central_tokens", lambda: list(app.tokens))
+        emulator.register_secrets("central_device_keys",
+                                  lambda: [v for cred in app.credentials.values() for v in cred.values()])
 
     # ------------------------------------------------------------------ checks
     def authorize(self, request: Request) -> None:

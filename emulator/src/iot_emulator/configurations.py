@@ -25,7 +25,7 @@ from starlette.responses import Response
 from . import query as _query
 from . import twins as _twins
 from .errors import ApiError, bad_request, not_found
-from .registry import etag_matches, is_wildcard, now_iso
+from .common import etag_matches, is_wildcard, now_iso
 
 ID_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
 MAX_CONFIGURATIONS = 100

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from . import twins as _twins
 from .errors import ApiError, bad_request, not_found
-from .registry import (
+from .common import (
     DEVICE_ID_RE,
     NEVER,
     dotnet_ticks,
@@ -30,8 +30,8 @@ from .registry import (
     rotated_keys_answer,
     twin_etag_of,
     with_new_keys,
-    _validate_key,
-    _validate_thumbprint,
+    validate_key,
+    validate_thumbprint,
 )
 
 AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
@@ -70,9 +70,9 @@ def _authentication(body: dict) -> dict:
         auth_type = "sas"  # PEER: coerced to sas for modules
     sym = auth.get("symmetricKey") or {}
     x509 = auth.get("x509Thumbprint") or {}
-    pk, sk = _validate_key("primaryKey", sym.get("primaryKey")), _validate_key("secondaryKey", sym.get("secondaryKey"))
-    ptp = _validate_thumbprint("primaryThumbprint", x509.get("primaryThumbprint"))
-    stp = _validate_thumbprint("secondaryThumbprint", x509.get("secondaryThumbprint"))
+    pk, sk = validate_key("primaryKey", sym.get("primaryKey")), validate_key("secondaryKey", sym.get("secondaryKey"))
+    ptp = validate_thumbprint("primaryThumbprint", x509.get("primaryThumbprint"))
+    stp = validate_thumbprint("secondaryThumbprint", x509.get("secondaryThumbprint"))
     if auth_type == "sas":
         if ptp or stp:
             raise bad_request("A module with authentication type sas cannot have x509 thumbprints")
@@ -233,8 +233,15 @@ def bulk_module_entry(reg, e: dict) -> None:
         apply_module_twin(reg, did, mid, tags, desired, twin_mode)
 
 
+def module_keys(reg) -> list:
+    """The SAS keys of every module identity (for the test harness's leak scan)."""
+    return [v for mods in reg.modules.values() for mod in mods.values()
+            for v in (mod["authentication"]["symmetricKey"] or {}).values()]
+
+
 def routes(emu) -> list:
     reg = emu.registry
+    emu.register_secrets("device_keys", lambda: module_keys(reg))
 
     @emu.hub_route("/devices/{device_id}/modules", ["GET"], "modules")
     async def modules(request: Request) -> Response:
@@ -280,3 +287,89 @@ def routes(emu) -> list:
         return emu.json(doc)
 
     return [modules, module, module_twin]
+
+
+class ModuleStore:
+    """Module identities and module twins (iot-api-2.md §1-§2): the part of the registry this area owns."""
+
+    def init_state(self, query_lag_s: float) -> None:
+        self.modules: dict[str, dict[str, dict]] = {}  # device id -> module id -> identity
+        self.module_twins: dict[str, dict[str, dict]] = {}  # device id -> module id -> twin record
+        self.module_missing_device_status = 404  # knob: a PEER saw 401 for module calls on a missing device
+        self.edge_content: dict[str, dict] = {}  # device id -> the modulesContent last applied to it
+
+    def reset_state(self) -> None:
+        for d in (self.modules, self.module_twins, self.edge_content):
+            d.clear()
+
+    def dump_state(self) -> dict:
+        return {"modules": self.modules, "module_twins": self.module_twins}
+
+    def load_state(self, data: dict) -> None:
+        self.modules.update(data.get("modules", {}))
+        self.module_twins.update(data.get("module_twins", {}))
+
+    def reindex(self) -> None:
+        return None
+
+    def _new_module(self, device_id: str, module_id: str, now: float) -> dict:
+        """A system module of an edge device: managedBy iotEdge, authentication none (iot-api-2.md §1.3)."""
+        return {
+            "moduleId": module_id, "managedBy": "iotEdge", "deviceId": device_id,
+            "generationId": dotnet_ticks(now), "etag": etag_of(self._next_module_counter()),
+            "connectionState": "Disconnected", "connectionStateUpdatedTime": NEVER,
+            "lastActivityTime": NEVER, "cloudToDeviceMessageCount": 0,
+            "authentication": {"symmetricKey": {"primaryKey": None, "secondaryKey": None},
+                               "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+                               "type": "none"},
+        }
+
+    def _next_module_counter(self) -> int:
+        return self.rng.randint(100_000_000, 899_999_999)
+
+    def _new_module_twin(self, device_id: str, module_id: str) -> None:
+        # A new module twin: version 2, desired and reported $version 1, $lastUpdated never (recorded §1.4).
+        self.module_twins.setdefault(device_id, {})[module_id] = {
+            "tags": {}, "desired": {}, "reported": {}, "version": 2, "desired_version": 1, "reported_version": 1,
+            "etag": 1, "updated": NEVER}
+        self._publish_module(device_id, module_id)
+
+    def _publish_module(self, device_id: str, module_id: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        exists = module_id in self.modules.get(device_id, {})
+        self.module_index.record(f"{device_id}/{module_id}",
+                                 self.module_twin_doc(device_id, module_id) if exists else None, at)
+
+    def module_twin_doc(self, device_id: str, module_id: str) -> dict:
+        mod = self.modules[device_id][module_id]
+        tw = self.module_twins[device_id][module_id]
+
+        def props(kind: str) -> dict:
+            out = copy.deepcopy(tw[kind])
+            out["$metadata"] = {"$lastUpdated": tw["updated"]}
+            out["$version"] = tw[f"{kind}_version"]
+            return out
+        doc = {"deviceId": device_id, "moduleId": module_id, "etag": twin_etag_of(tw["etag"]),
+               "deviceEtag": mod["etag"], "status": "enabled", "statusUpdateTime": NEVER,
+               "connectionState": mod["connectionState"], "lastActivityTime": mod["lastActivityTime"],
+               "cloudToDeviceMessageCount": mod["cloudToDeviceMessageCount"],
+               "authenticationType": mod["authentication"]["type"],
+               "x509Thumbprint": copy.deepcopy(mod["authentication"]["x509Thumbprint"]),
+               "version": tw["version"], "properties": {"desired": props("desired"), "reported": props("reported")}}
+        if tw["tags"]:
+            doc["tags"] = copy.deepcopy(tw["tags"])
+        return doc
+
+    # ------------------------------------------------------------- modules
+    def list_modules(self, device_id: str) -> list[dict]:
+        if device_id not in self.devices:
+            raise not_found(device_id)
+        return [copy.deepcopy(m) for m in self.modules.get(device_id, {}).values()]
+
+    def get_module(self, device_id: str, module_id: str) -> dict:
+        if device_id not in self.devices:
+            raise not_found(device_id)
+        mod = self.modules.get(device_id, {}).get(module_id)
+        if mod is None:
+            raise ApiError(404, "ModuleNotFound", f"{device_id}/{module_id}")
+        return copy.deepcopy(mod)

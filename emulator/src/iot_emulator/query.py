@@ -11,13 +11,28 @@ Literals: single- or double-quoted strings with the documented escapes ``\\'``, 
 quote is not an escape: ``'it''s'`` is refused), numbers, ``true``, ``false``, ``null``.
 Property names that are reserved words (``group``, ``select``, ``count``, ...) must be escaped as ``[[group]]``.
 Anything else is a 400 ``ArgumentInvalid``, as the service rejects a query it cannot parse.
+
+The query area in one file (a little over 500 lines, on purpose): the language above, the eventually consistent
+index the queries read (``QueryIndex``: a write shows after ``--query-lag-s`` or ``query_lag_queries``), paging with
+continuation tokens (``QueryStore.query``) and the route.  Split, each part would import the others.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
+import copy
+import hashlib
+import json
 import re
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from .errors import bad_request
 
@@ -355,3 +370,145 @@ def parse(text: str) -> Query:
     if not isinstance(text, str) or not text.strip():
         raise bad_request("The query is empty", code="ArgumentNull")
     return _Parser(tokenize(text)).query()
+
+DEFAULT_PAGE = 100  # iot-api-2.md §7: "a page size (up to 100)" (2018 docs); --max-page-size changes it
+
+MAX_QUERY_CHARS = 8192  # a query's maximum length
+
+
+class QueryIndex:
+    """The query store: eventually consistent with the registry (§3.2).
+
+    Writes are recorded with their time; a query sees the writes older than ``lag`` seconds, so a device
+    created a moment ago is missing from the results and a device deleted a moment ago is a "ghost".
+    ``lag_queries`` (a test knob) holds a write back until that many more queries were answered too: a lag that
+    ends at a chosen request of a task instead of at a wall-clock time.
+    """
+
+    def __init__(self, lag: float = 0.0):
+        self.lag = lag
+        self.lag_queries = 0
+        self.queries = 0  # queries answered so far
+        self.visible: dict[str, dict] = {}
+        self.pending: deque = deque()
+        self._sorted: list[str] | None = None
+
+    def record(self, device_id: str, doc: dict | None, at: float) -> None:
+        self.pending.append((at, self.queries, device_id, doc))
+
+    def clear(self) -> None:
+        self.visible.clear()
+        self.pending.clear()
+        self._sorted = None
+
+    def settle(self, now: float) -> None:
+        """Called once per query request, before it is answered."""
+        cutoff = now - self.lag
+        while self.pending and (self.lag <= 0 or self.pending[0][0] <= cutoff) \
+                and self.queries - self.pending[0][1] >= self.lag_queries:
+            _, _, device_id, doc = self.pending.popleft()
+            if doc is None:
+                if self.visible.pop(device_id, None) is not None:
+                    self._sorted = None
+            else:
+                if device_id not in self.visible:
+                    self._sorted = None
+                self.visible[device_id] = doc
+
+    def ordered_ids(self) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self.visible)
+        return self._sorted
+
+
+class QueryStore:
+    """The query store (iot-api.md §3.2, iot-api-2.md §7): eventually consistent indexes of the twins."""
+
+    def init_state(self, query_lag_s: float) -> None:
+        self.index = QueryIndex(query_lag_s)  # device id -> device twin doc (devices)
+        self.module_index = QueryIndex(query_lag_s)  # "deviceId/moduleId" -> module twin doc (devices.modules)
+        self.max_page_size = DEFAULT_PAGE  # --max-page-size
+
+    def reset_state(self) -> None:
+        self.index.clear()
+        self.module_index.clear()
+
+    def dump_state(self) -> dict:
+        return {}
+
+    def load_state(self, data: dict) -> None:
+        return None
+
+    def reindex(self) -> None:
+        for device_id in self.devices:  # a loaded state is indexed at once
+            self.index.visible[device_id] = self._twin_doc(device_id)
+            for module_id in self.modules.get(device_id, {}):
+                self.module_index.visible[f"{device_id}/{module_id}"] = self.module_twin_doc(device_id, module_id)
+        self.index._sorted = None
+        self.module_index._sorted = None
+
+    # --------------------------------------------------------------- query
+    def query(self, text: Any, max_items: int | None, continuation: str | None) -> tuple[list, str | None, str]:
+        """POST /devices/query (§3.2).  Returns (items, next continuation or None, item type)."""
+        if isinstance(text, str) and len(text) > MAX_QUERY_CHARS:
+            raise bad_request(f"The query is {len(text)} characters long; the maximum is {MAX_QUERY_CHARS}")
+        q = parse(text)
+        index = self.module_index if q.source == "devices.modules" else self.index
+        index.settle(time.time())
+        index.queries += 1
+        # §7: clamp to 1..max page size; a missing or invalid value means the maximum, never a 4xx.
+        page = self.max_page_size if not max_items or max_items < 1 else min(max_items, self.max_page_size)
+        qhash = hashlib.sha256(text.encode()).hexdigest()[:12]
+        after = None
+        if continuation:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(continuation.encode()))
+                if state["q"] != qhash:
+                    raise ValueError
+                after = state["after"]
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise bad_request("The continuation token is invalid for this query") from None
+        ids = index.ordered_ids()
+        if q.is_count:
+            n = sum(1 for d in ids if q.where is None or q.where(index.visible[d]))
+            return [{q.select[0][2]: n}], None, "Raw"
+        start = 0
+        if after is not None:
+            start = bisect.bisect_right(ids, after)
+        items, last = [], None
+        i = start
+        while i < len(ids) and len(items) < page:
+            doc = index.visible[ids[i]]
+            if q.where is None or q.where(doc):
+                items.append(q.project(copy.deepcopy(doc)))
+                last = ids[i]
+            i += 1
+        more = i < len(ids) and any(q.where is None or q.where(index.visible[d]) for d in ids[i:])
+        token = None
+        if more and last is not None:
+            token = base64.urlsafe_b64encode(json.dumps({"q": qhash, "after": last}).encode()).decode()
+        return items, token, ("Twin" if q.is_star else "Raw")
+
+
+def routes(emu) -> list:
+    reg = emu.registry
+
+    @emu.hub_route("/devices/query", ["POST"], "query")
+    async def query(request: Request) -> Response:
+        # The security doc: ServiceConnect runs queries; an SDK sample says RegistryRead (§9.6): --query-right.
+        emu.guard(request, emu.settings.query_right, kind="query")
+        body = await emu.read_json(request)
+        if not isinstance(body, dict) or "query" not in body:
+            raise bad_request('The body must be {"query": "..."}', code="ArgumentNull")
+        try:
+            max_items = int(request.headers.get("x-ms-max-item-count") or 0)
+        except ValueError:
+            max_items = 0  # §7: an invalid value means the maximum, never a 4xx
+        items, token, item_type = reg.query(body["query"], max_items, request.headers.get("x-ms-continuation"))
+        emu.stats.query_pages += 1
+        headers = {"x-ms-item-type": item_type}
+        if token:
+            headers["x-ms-continuation"] = token
+        return emu.json(items, headers=headers)
+
+    return [query]
