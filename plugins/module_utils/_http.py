@@ -216,9 +216,10 @@ class HttpClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, *, json_body=None, headers: dict | None = None,
-                params: dict | None = None, safe: bool, what: str | None = None, url: str | None = None,
-                write: bool | None = None, right: str | None = None, budget=None, cost: int = 1):
+    def request(self, method: str, path: str, *, json_body=None, content: bytes | None = None,
+                headers: dict | None = None, params: dict | None = None, safe: bool, what: str | None = None,
+                url: str | None = None, write: bool | None = None, right: str | None = None, budget=None,
+                cost: int = 1):
         """Send a request; retry per the rules above; return the final response (any status < 429 except 5xx).
 
         ``safe`` says whether a repeat is harmless (reads, conditional writes).  ``url`` (absolute) overrides
@@ -238,7 +239,7 @@ class HttpClient:
         uncertain = False  # an earlier attempt reached the service and was not answered with a clear refusal
         while True:
             h = {"Authorization": self.credential.header(), "Accept": "application/json"}
-            if json_body is not None:
+            if json_body is not None or content is not None:  # CONTENT: a body serialized as JSON already
                 h["Content-Type"] = "application/json; charset=utf-8"
             h.update(headers or {})
             response, transport_error, sent = None, None, True
@@ -248,7 +249,7 @@ class HttpClient:
             try:
                 self.requests_sent += 1
                 response = self._http.request(method, url or path, params=None if url else query,
-                                              json=json_body, headers=h)
+                                              json=json_body, content=content, headers=h)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 tls = _tls_failure(exc)
                 if tls is not None:  # a certificate problem does not go away by waiting

@@ -387,7 +387,7 @@ import uuid
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.reconcile import BulkReconciler
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import parse_fleet, validate_fleet
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import BulkOptions, parse_fleet, validate_fleet
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import FleetJobs
 from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pacer
@@ -416,7 +416,8 @@ def run(module: AnsibleModule) -> dict:
     p = module.params
     specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
                                                         secret_mask(module).add)
-    validate_fleet(specs, p["prune"], p["prune_query"], p["batch_size"], p["max_concurrency"], p["max_deletes"])
+    options = BulkOptions.from_params(p, module.check_mode, module._diff)
+    validate_fleet(specs, options)
     client = build_hub_client(p, module.warn)
     if p["hub_units"] < 1:
         raise ModuleFailure("hub_units must be 1 or more")
@@ -429,13 +430,8 @@ def run(module: AnsibleModule) -> dict:
                              uuid.uuid4().hex[:12])
     elif p["job_mode"] == "always":
         raise ModuleFailure("job_mode=always needs storage_container_uri (a SAS URL of a blob container)")
-    rec = BulkReconciler(client, specs, prune=p["prune"], prune_query=p["prune_query"], batch_size=p["batch_size"],
-                         max_concurrency=p["max_concurrency"], check_mode=module.check_mode,
-                         prune_children=p["prune_children"], prune_descendants=p["prune_descendants"],
-                         orphan_children=p["orphan_children"], max_deletes=p["max_deletes"],
-                         declares_children=declares_children, deployments=deployments, jobs=jobs,
-                         diff_detail=p["diff_detail"] if module._diff else None,
-                         hide=secret_mask(module).add)
+    rec = BulkReconciler(client, specs, options, declares_children=declares_children, deployments=deployments,
+                         jobs=jobs, hide=secret_mask(module).add)
     try:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it

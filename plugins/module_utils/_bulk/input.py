@@ -6,6 +6,7 @@ specs (every entry checked before any request, errors naming the entry and the o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
@@ -31,26 +32,55 @@ PRUNE_FREE_COUNT = 10
 PRUNE_FREE_SHARE = 0.10
 
 
-def validate_fleet(specs: List[DeviceSpec], prune: bool, prune_query: Optional[str], batch_size: int,
-                   max_concurrency: int, max_deletes: Optional[int] = None) -> None:
-    """Everything that can be checked before the first request."""
-    if prune_query is not None and not prune:
-        raise PlanError("prune_query is set but prune is not: prune_query only selects what prune=true deletes; "
-                        "set prune=true, or drop prune_query")
-    if max_deletes is not None and max_deletes < 0:
-        raise PlanError("max_deletes must be 0 or more")
-    if prune_query is not None and len(PRUNE_QUERY_PREFIX + prune_query) > MAX_USER_QUERY_CHARS:
-        raise PlanError(f"prune_query makes a query of {len(PRUNE_QUERY_PREFIX + prune_query)} characters; IoT Hub "
-                        f"takes at most {MAX_USER_QUERY_CHARS}")
-    if not 1 <= batch_size <= MAX_BATCH:
-        raise PlanError(f"batch_size must be between 1 and {MAX_BATCH} (IoT Hub takes at most {MAX_BATCH} devices per bulk call)")
-    if max_concurrency < 1:
-        raise PlanError("max_concurrency must be at least 1")
-    if prune and not (prune_query or "").strip():
-        raise PlanError("prune=true needs prune_query, a WHERE clause that selects the devices this task owns "
-                        "(for example tags.fleet = 'plant-7'); pruning the whole hub is refused")
-    if prune_query is not None:
-        prune_matcher(prune_query)
+@dataclass(frozen=True)
+class BulkOptions:
+    """The options of an iothub_device_bulk task that steer the reconciler: built once from the module's params,
+    checked once (``validate``), read by every part of ``_bulk``."""
+
+    prune: bool = False
+    prune_query: Optional[str] = None
+    prune_children: bool = False
+    prune_descendants: bool = False
+    orphan_children: bool = False
+    max_deletes: Optional[int] = None
+    batch_size: int = MAX_BATCH
+    max_concurrency: int = 4
+    check_mode: bool = False
+    diff_detail: Optional[str] = "full"  # None: no diff asked for; "summary" or "full"
+
+    @classmethod
+    def from_params(cls, params: dict, check_mode: bool, diff: bool) -> "BulkOptions":
+        return cls(prune=params["prune"], prune_query=params["prune_query"], prune_children=params["prune_children"],
+                   prune_descendants=params["prune_descendants"], orphan_children=params["orphan_children"],
+                   max_deletes=params["max_deletes"], batch_size=params["batch_size"],
+                   max_concurrency=params["max_concurrency"], check_mode=check_mode,
+                   diff_detail=params["diff_detail"] if diff else None)
+
+    def validate(self) -> None:
+        """The option rules, before the first request."""
+        if self.prune_query is not None and not self.prune:
+            raise PlanError("prune_query is set but prune is not: prune_query only selects what prune=true deletes; "
+                            "set prune=true, or drop prune_query")
+        if self.max_deletes is not None and self.max_deletes < 0:
+            raise PlanError("max_deletes must be 0 or more")
+        if self.prune_query is not None and len(PRUNE_QUERY_PREFIX + self.prune_query) > MAX_USER_QUERY_CHARS:
+            raise PlanError(f"prune_query makes a query of {len(PRUNE_QUERY_PREFIX + self.prune_query)} characters; "
+                            f"IoT Hub takes at most {MAX_USER_QUERY_CHARS}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise PlanError(f"batch_size must be between 1 and {MAX_BATCH} (IoT Hub takes at most {MAX_BATCH} devices "
+                            "per bulk call)")
+        if self.max_concurrency < 1:
+            raise PlanError("max_concurrency must be at least 1")
+        if self.prune and not (self.prune_query or "").strip():
+            raise PlanError("prune=true needs prune_query, a WHERE clause that selects the devices this task owns "
+                            "(for example tags.fleet = 'plant-7'); pruning the whole hub is refused")
+        if self.prune_query is not None:
+            prune_matcher(self.prune_query)
+
+
+def validate_fleet(specs: List[DeviceSpec], options: BulkOptions) -> None:
+    """Everything that can be checked before the first request: the options, then the declared devices."""
+    options.validate()
     seen, dups = set(), []
     for s in specs:
         if s.device_id in seen and s.device_id not in dups:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.guard import FleetGuard
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import MAX_BATCH, prune_matcher
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import BulkOptions, prune_matcher
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.read import FleetReader
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import Known, Outcome, Pending
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.write import FleetWriter
@@ -45,35 +46,35 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
     """Converge a declared fleet: read (``FleetReader``), check every guard rail (``FleetGuard``), plan each device
     with the shared rules and write the differences (``FleetWriter``) in rounds, parents before children."""
 
-    def __init__(self, client, specs: List[DeviceSpec], *, prune: bool = False, prune_query: Optional[str] = None,
-                 batch_size: int = MAX_BATCH, max_concurrency: int = 4, check_mode: bool = False,
-                 prune_children: bool = False, prune_descendants: bool = False, orphan_children: bool = False,
-                 max_deletes: Optional[int] = None, declares_children: Optional[set] = None,
-                 deployments: Optional[Dict[str, Any]] = None, jobs=None, diff_detail: Optional[str] = "full",
-                 hide: Optional[Callable[[str], None]] = None):
+    def __init__(self, client, specs: List[DeviceSpec], options: Optional[BulkOptions] = None, *,
+                 declares_children: Optional[set] = None, deployments: Optional[Dict[str, Any]] = None, jobs=None,
+                 hide: Optional[Callable[[str], None]] = None, **overrides):
+        """OPTIONS (``BulkOptions.from_params``), with OVERRIDES of single fields (tests)."""
+        options = replace(options or BulkOptions(), **overrides)
+        self.options = options
         # The diff to be shown: None (no diff, no plan kept), "summary" (the plans of the DIFF_KEPT changed devices
         # whose ids sort first: diffs() shows DIFF_SUMMARY_ABOVE of them) or "full" (every changed device's plan).
-        self.diff_detail = diff_detail
+        self.diff_detail = options.diff_detail
         self._diff_cut: Optional[str] = None  # summary: a changed device whose id sorts after it keeps no plan
         self.hide = hide  # called with every key a changed device's plan saw (the module masks them)
-        self.prune_children = prune_children
-        self.prune_descendants = prune_descendants
-        self.orphan_children = orphan_children
-        self.max_deletes = max_deletes
+        self.prune_children = options.prune_children
+        self.prune_descendants = options.prune_descendants
+        self.orphan_children = options.orphan_children
+        self.max_deletes = options.max_deletes
         self.declares_children = set(declares_children or ())  # tree nodes with an explicit children list
         self.deployments = dict(deployments or {})  # tree nodes' deployment manifests (applied by the roles)
         self.client = client
         self.specs = specs
         self.by_id = {s.device_id: s for s in specs}
-        self.prune = prune
-        self.prune_query = prune_query
-        self.prune_match = prune_matcher(prune_query) if prune and prune_query else None
+        self.prune = options.prune
+        self.prune_query = options.prune_query
+        self.prune_match = prune_matcher(self.prune_query) if self.prune and self.prune_query else None
         # Why each prune candidate is deleted: "prune_query", or the scope of the parent whose child it must still be.
         self.prune_why: Dict[str, str] = {}
         self.deleting_scopes: Dict[str, str] = {}  # edge scope -> the gateway this run deletes (orphan re-check)
-        self.batch_size = batch_size
-        self.max_concurrency = max_concurrency
-        self.check_mode = check_mode
+        self.batch_size = options.batch_size
+        self.max_concurrency = options.max_concurrency
+        self.check_mode = options.check_mode
         self.state: Dict[str, Known] = {}
         self.plans: Dict[str, DevicePlan] = {}  # for the diff: device id -> the plan the task acted on
         self.views: Dict[str, tuple] = {}  # for the diff: device id -> ((twin before, twin after), keys were read)

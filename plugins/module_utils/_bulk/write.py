@@ -7,7 +7,6 @@ and the twin PATCHes that remove keys."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import EXPORT_FIELDS, Known
@@ -98,7 +97,7 @@ class FleetWriter:
 
         def post(chunk):
             try:
-                r = self.client.bulk([json.loads(text) for _did, _mode, text in chunk])
+                r = self.client.bulk([text for _did, _mode, text in chunk])  # serialized once, sent as it is
             except AuthorizationError:
                 raise  # the whole call was refused for a missing right: every other call would be too; stop
             except IoTApiError as exc:  # retries exhausted: this chunk is not confirmed, the others stand
