@@ -25,7 +25,6 @@ CONNECTION_STRING_KEYS = ("HostName", "SharedAccessKeyName", "SharedAccessKey", 
                           "DeviceId", "ModuleId", "GatewayHostName")
 
 
-
 def decode_key(value: str, option: str) -> bytes:
     try:
         raw = base64.b64decode(value, validate=True)

@@ -40,9 +40,6 @@ WAIT_IN_BODY = re.compile(r"Wait (\d+(?:\.\d+)?) seconds", re.IGNORECASE)
 MAX_STEP_SECONDS = 60.0
 
 
-
-
-
 # The right each kind of call needs, with the built-in policies and Entra ID roles that grant it (iot-api-2.md §6.5).
 RIGHTS = {
     "RegistryRead": "policies registryRead, registryReadWrite or iothubowner; Entra role IoT Hub Registry Reader",

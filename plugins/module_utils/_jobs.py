@@ -27,7 +27,6 @@ POLL_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # a job is polled quickly first, then 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
-
 def check_container_uri(uri: str, option: str = "storage_container_uri") -> None:
     """A container SAS URI: https (http only on loopback, for Azurite), a container path, a SAS token."""
     parts = urllib.parse.urlsplit(uri or "")

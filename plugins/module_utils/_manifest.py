@@ -32,7 +32,6 @@ CHUNK = 512
 MAX_CHUNKS = 100
 
 
-
 def load_document(path: str, option: str = "content_file") -> Any:
     """A JSON or YAML file (what deployment files are written in)."""
     try:

@@ -43,6 +43,7 @@ def identity_result(module: AnsibleModule, client, ensure, read_back, name: str,
         result["diff"] = plan_diff(acted, header, fields)
     return result
 
+
 TWIN_FIELDS = ("tags", "properties", "version", "etag")
 
 

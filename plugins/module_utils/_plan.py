@@ -282,5 +282,3 @@ def plan_module(spec, current: Optional[Dict[str, Any]], fresh_key: Optional[str
     body = copy.deepcopy(current)
     body["authentication"] = _auth_body(after)
     return DevicePlan(name, "update", changes, body, etag, before, after)
-
-

@@ -32,7 +32,6 @@ _ESC = {"\\'": "'", '\\"': '"', "\\\\": "\\"}
 _NONE = object()  # an undefined property
 
 
-
 def _literal(raw: str, at: int) -> str:
     body, out, i = raw[1:-1], [], 0
     while i < len(body):

@@ -182,6 +182,7 @@ def plan_twin(spec, twin: Optional[Dict[str, Any]]) -> Dict[str, Any]:
                 out["removes"] = True
     return out
 
+
 _ABSENT = object()
 
 

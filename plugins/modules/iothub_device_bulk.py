@@ -36,7 +36,7 @@ attributes:
     support: full
   idempotent:
     support: partial
-    details: Every option is idempotent except O(rotate_keys), which rotates keys on every run that sets it (by design).
+    details: Every option is idempotent except C(rotate_keys) in O(devices) entries, which rotates keys on every run that sets it (by design).
 options:
   devices:
     description:

@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(emulator.build(), ssl_certfile=str(server_pem), ssl_keyfile=str(server_key),
                             log_level=args.log_level, lifespan="off", server_header=False,
                             access_log=args.log_level in ("info", "debug"), timeout_graceful_shutdown=1)
+
     class _Server(uvicorn.Server):
         # uvicorn re-raises a captured SIGTERM after shutdown, which ends the process by the signal; the
         # contract is a clean stop, so record the request to exit and return normally instead.

@@ -228,5 +228,3 @@ class Emulator:
             from .central import central_error
             return central_error(err, request_id)
         return hub_error_response(err, request_id)
-
-

@@ -61,6 +61,7 @@ class Stats:
 
 def routes(emu) -> list[Route]:
     reg = emu.registry
+
     async def stats(request: Request) -> Response:
         return JSONResponse(emu.stats.as_json(reg))
 
@@ -145,7 +146,6 @@ def run_race(emu, device_id: str, read: str = "device") -> None:
     emu.stats.races_applied += 1
 
 
-
 def configure(emu, changes: dict) -> None:
     """Change knobs at run time (POST /_emulator/config): an emulator extension for tests."""
     if not isinstance(changes, dict):
@@ -197,4 +197,3 @@ def configure(emu, changes: dict) -> None:
             s.query_right = value
         else:
             raise ValueError(f"unknown setting {key!r}")
-

@@ -20,6 +20,8 @@ SKU_LIMITS = {  # iot-api.md §6: registry operations and query pages per minute
 CONFIGURATION_WRITES_PER_UNIT = 20
 FAULT_KINDS = ("429", "500", "503", "drop", "drop_after", "drop_before")
 DEFAULT_FAULT_KINDS = ("429", "500", "503", "drop")  # "drop" is either; drop_after / drop_before pick one
+
+
 def parse_throttle(spec: str | None) -> tuple[int, int] | None:
     if not spec:
         return None

@@ -266,6 +266,7 @@ class _Parser:
                 raise bad_request("Syntax error in query: expected IN after NOT")
         if self.kw("IN"):
             values = self.literal_list()
+
             def _in(d, left=left, values=values):
                 v = left(d)
                 return v is not _UNDEFINED and any(_eq(v, x) for x in values)
@@ -370,6 +371,7 @@ def parse(text: str) -> Query:
     if not isinstance(text, str) or not text.strip():
         raise bad_request("The query is empty", code="ArgumentNull")
     return _Parser(tokenize(text)).query()
+
 
 DEFAULT_PAGE = 100  # iot-api-2.md §7: "a page size (up to 100)" (2018 docs); --max-page-size changes it
 

@@ -100,6 +100,7 @@ def validate_fleet(specs: List[DeviceSpec], options: BulkOptions) -> None:
                 raise PlanError(f"devices: {s.device_id!r} has parent {s.parent!r}, which is declared with "
                                 "edge_enabled=false; only IoT Edge devices can be parents")
     # Cycles and depth among the declared devices (the topology rules of _topology, on the declared parents).
+
     def declared_parent(did: str) -> Optional[str]:
         spec = by_id.get(did)
         return spec.parent if spec is not None and spec.parent in by_id else None

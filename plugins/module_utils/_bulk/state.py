@@ -45,6 +45,7 @@ def identity_from_twin(twin: Dict[str, Any]) -> Dict[str, Any]:
         "parentScopes": twin.get("parentScopes") or [],
     }
 
+
 _SHARED: Dict[str, Dict[str, Any]] = {}  # canonical JSON -> one dict shared by every twin section equal to it
 
 _SHARED_MAX = 4096
