@@ -123,3 +123,64 @@ def test_official_sdk_configuration_calls(emulator, monkeypatch, hub):
     manager.apply_configuration_on_edge_device("sdk-gw", ConfigurationContent(modules_content=MANIFEST))
     manager.delete_configuration("sdk-cfg")
     assert manager.get_configurations() == []
+
+
+# ------------------------------------------- as Microsoft's CLI live tests assert (test_iot_config_int.py, real hubs)
+def test_applied_content_creates_the_listed_module_identities_and_twins(hub, emulator):
+    """Item 12: set-modules on a fresh edge device lists $edgeAgent, $edgeHub and the module with an entry."""
+    hub.put_device("edge1", {"deviceId": "edge1", "capabilities": {"iotEdge": True}})
+    content = dict(MANIFEST, mymodule0={"properties.desired": {"key0": "value0"}})
+    r = hub.request("POST", "/devices/edge1/applyConfigurationContent", json={"modulesContent": content})
+    assert r.status_code == 204
+    mods = {m["moduleId"]: m for m in hub.request("GET", "/devices/edge1/modules").json()}
+    assert set(mods) == {"$edgeAgent", "$edgeHub", "mymodule0"}
+    assert mods["mymodule0"]["managedBy"] == "IotEdge"
+    twin = hub.request("GET", "/twins/edge1/modules/mymodule0").json()
+    assert twin["properties"]["desired"]["key0"] == "value0"
+    exported = hub.query_all("SELECT * FROM devices.modules WHERE devices.deviceId = 'edge1'")
+    assert sorted(t["moduleId"] for t in exported) == ["$edgeAgent", "$edgeHub", "mymodule0"]
+    emulator.configure(apply_content_managed_by=None)  # the other reading: the hub leaves managedBy unset
+    hub.put_device("edge2", {"deviceId": "edge2", "capabilities": {"iotEdge": True}})
+    hub.request("POST", "/devices/edge2/applyConfigurationContent", json={"modulesContent": content})
+    assert hub.request("GET", "/devices/edge2/modules/mymodule0").json()["managedBy"] is None
+    bad = hub.request("POST", "/devices/edge2/applyConfigurationContent",
+                      json={"modulesContent": dict(MANIFEST, **{"$bad": {"properties.desired": {}}})})
+    assert bad.status_code == 400 and "$bad" not in {m["moduleId"] for m in hub.request("GET", "/devices/edge2/modules").json()}
+
+
+def test_metric_queries_are_not_parsed_at_put_and_empty_target_and_null_labels(hub):
+    """Items 13, 14, 17: "select *" as a metric is accepted and echoed; targetCondition "" is accepted and read
+    back as ""; no labels read back as null."""
+    body = {"id": "cli", "content": {"deviceContent": {"properties.desired.x": 1}}, "targetCondition": "",
+            "metrics": {"queries": {"mymetric2": "select *"}}}
+    r = hub.request("PUT", "/configurations/cli", json=body, headers={"If-Match": '""'})
+    assert r.status_code == 200, r.text
+    got = hub.request("GET", "/configurations/cli").json()
+    assert got["targetCondition"] == "" and got["labels"] is None
+    assert got["metrics"]["queries"] == {"mymetric2": "select *"}
+    assert got["systemMetrics"]["results"]["targetedCount"] == 0
+    tq = hub.request("POST", "/configurations/testQueries", json={"customMetricQueries": {"mymetric2": "select *"}})
+    assert tq.json()["customMetricQueryErrors"]["mymetric2"]  # testQueries is where they are checked
+
+
+def test_module_configuration_targets_module_twins(hub):
+    """Item 15: a moduleContent configuration's targetCondition is FROM devices.modules WHERE <condition>."""
+    hub.put_device("d1", {"deviceId": "d1"})
+    hub.request("PUT", "/devices/d1/modules/m1", json={"moduleId": "m1", "deviceId": "d1"})
+    body = {"id": "modcfg", "content": {"moduleContent": {"properties.desired.k": 1}},
+            "targetCondition": "FROM devices.modules WHERE moduleId = 'm1'"}
+    r = hub.request("PUT", "/configurations/modcfg", json=body, headers={"If-Match": '""'})
+    assert r.status_code == 200, r.text
+    got = hub.request("GET", "/configurations/modcfg").json()
+    assert got["targetCondition"] == body["targetCondition"] and got["systemMetrics"]["results"]["targetedCount"] == 1
+
+
+def test_collection_qualified_paths(hub):
+    """Item 16: devices.deviceId in a devices.modules query; devices stays reserved as a bare property name."""
+    hub.put_device("q1", {"deviceId": "q1", "capabilities": {"iotEdge": True}})
+    hub.put_device("q2", {"deviceId": "q2", "capabilities": {"iotEdge": True}})
+    twins = hub.query_all("SELECT * FROM devices.modules WHERE devices.deviceId = 'q1'")
+    assert {t["deviceId"] for t in twins} == {"q1"} and len(twins) == 2
+    assert [t["deviceId"] for t in hub.query_all("SELECT * FROM devices WHERE devices.deviceId = 'q2'")] == ["q2"]
+    r = hub.query("SELECT * FROM devices WHERE devices = 'x'")
+    assert r.status_code == 400

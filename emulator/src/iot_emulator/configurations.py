@@ -26,6 +26,7 @@ from . import query as _query
 from . import twins as _twins
 from .errors import ApiError, bad_request, not_found
 from .common import etag_matches, is_wildcard, now_iso
+from .modules import apply_module_twin, check_module_id, create_module_for_content
 
 ID_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
 MAX_CONFIGURATIONS = 100
@@ -37,11 +38,31 @@ def _etag(counter: int) -> str:
     return base64.b64encode(str(counter).encode()).decode()
 
 
+MODULE_TARGET_PREFIX = "FROM DEVICES.MODULES WHERE "
+
+
+def target_query(cond: str, count: bool = False) -> str | None:
+    """The query a target condition stands for: a device condition, or (module configurations) a condition in the
+    form ``FROM devices.modules WHERE <condition>`` (what the CLI requires for moduleContent); ``*`` is every device,
+    and an empty condition (the CLI's default) targets nothing: None."""
+    head = "SELECT COUNT() AS n" if count else "SELECT *"
+    text = cond.strip()
+    if not text:
+        return None
+    if text == "*":
+        return f"{head} FROM devices"
+    if " ".join(text.split()[:3]).upper() + " " == MODULE_TARGET_PREFIX:
+        return f"{head} {text}"
+    return f"{head} FROM devices WHERE {text}"
+
+
 def check_target_condition(cond: Any) -> None:
-    if not isinstance(cond, str) or not cond.strip():
-        raise bad_request("targetCondition must be a query condition or '*'")
-    if cond.strip() != "*":
-        _query.parse(f"SELECT * FROM devices WHERE {cond}")
+    """Recorded (the CLI's live tests): an empty condition is accepted and read back as ""."""
+    if not isinstance(cond, str):
+        raise bad_request("targetCondition must be a query condition, '*' or \"\"")
+    text = target_query(cond)
+    if text is not None:
+        _query.parse(text)
 
 
 def check_content(content: Any) -> dict:
@@ -72,7 +93,11 @@ def check_content(content: Any) -> dict:
 
 
 def _system_queries(cfg_id: str, target: str, edge: bool) -> dict:
-    targeted = "select deviceId from devices" + ("" if target.strip() == "*" else f" where {target}")
+    text = target.strip()
+    if text.upper().startswith("FROM "):
+        targeted = f"select deviceId {text}"
+    else:
+        targeted = "select deviceId from devices" + ("" if text == "*" else f" where {text or 'false'}")
     queries = {"targetedCount": targeted,
                "appliedCount": f"select deviceId from devices where configurations.[[{cfg_id}]].status = 'Applied'"}
     if edge:
@@ -99,9 +124,11 @@ class ConfigurationStore:
         self.items.update(data.get("items", {}))
         self.counters.update(data.get("counters", {}))
 
-    def _count(self, target: str, source: str = "devices") -> int:
-        cond = "" if target.strip() == "*" else f" WHERE {target}"
-        items, _token, _kind = self.reg.query(f"SELECT COUNT() AS n FROM {source}{cond}", None, None)
+    def _count(self, target: str) -> int:
+        text = target_query(target, count=True)
+        if text is None:
+            return 0
+        items, _token, _kind = self.reg.query(text, None, None)
         return items[0]["n"]
 
     def render(self, cfg: dict) -> dict:
@@ -154,8 +181,9 @@ class ConfigurationStore:
         check_content(content)
         target = body.get("targetCondition") if body.get("targetCondition") is not None else "*"
         check_target_condition(target)
-        labels = body.get("labels") or {}
-        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        labels = body.get("labels")  # recorded: a configuration created without labels reads back labels: null
+        if labels is not None and (not isinstance(labels, dict)
+                                   or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
             raise bad_request("labels must map strings to strings")
         priority = body.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
@@ -163,10 +191,9 @@ class ConfigurationStore:
         queries = ((body.get("metrics") or {}).get("queries")) or {}
         if not isinstance(queries, dict) or len(queries) > MAX_CUSTOM_METRICS:
             raise bad_request(f"Up to {MAX_CUSTOM_METRICS} custom metrics can be defined per configuration")
-        for name, q in queries.items():
+        for name, q in queries.items():  # recorded: not parsed here ("select *" is accepted); testQueries checks them
             if not isinstance(q, str):
                 raise bad_request(f"metric {name!r} must be a query")
-            _query.parse(q)
         now = now_iso()
         counter = self.counters.get(cfg_id, 0) + 1
         self.counters[cfg_id] = counter
@@ -222,8 +249,11 @@ class ConfigurationStore:
 
 
 def apply_content(reg, device_id: str, body: Any) -> None:
-    """POST /devices/{id}/applyConfigurationContent: the full properties.desired of $edgeAgent, $edgeHub and of
-    every listed module twin that exists (the edge agent creates the others' identities when it runs)."""
+    """POST /devices/{id}/applyConfigurationContent: the full properties.desired of $edgeAgent, $edgeHub and of every
+    module listed in modulesContent, whose identity and twin the hub creates when it does not exist yet (the CLI's
+    live tests list it right after set-modules, iot-api-2.md §2.6).  CHOICE: such an identity has
+    ``managedBy`` of the ``apply_content_managed_by`` knob ("IotEdge" by default, the edge agent's own marker;
+    ``null`` plays a hub that leaves it unset) and SAS keys."""
     dev = reg.devices.get(device_id)
     if dev is None:
         raise not_found(device_id)
@@ -237,15 +267,17 @@ def apply_content(reg, device_id: str, body: Any) -> None:
     for name in ("$edgeAgent", "$edgeHub"):
         if not isinstance((modules.get(name) or {}).get("properties.desired"), dict):
             raise ApiError(400, "InvalidConfigurationContent", f"modulesContent.{name} needs properties.desired")
-    from .modules import apply_module_twin  # modules.py builds on the registry
     for name, parts in modules.items():
         desired = (parts or {}).get("properties.desired")
         if not isinstance(desired, dict):
             raise ApiError(400, "InvalidConfigurationContent", f"modulesContent.{name} needs properties.desired")
-        if name in reg.modules.get(device_id, {}):
-            apply_module_twin(reg, device_id, name, None, desired, "replace")
-        else:
-            _twins.check_section("properties.desired", desired, allow_null=False)
+        if name not in reg.modules.get(device_id, {}):
+            check_module_id(name)
+        _twins.check_section("properties.desired", desired, allow_null=False)
+    for name, parts in modules.items():  # validated as a whole: nothing is applied when one part is refused
+        if name not in reg.modules.get(device_id, {}):
+            create_module_for_content(reg, device_id, name)
+        apply_module_twin(reg, device_id, name, None, parts["properties.desired"], "replace")
     reg.edge_content[device_id] = copy.deepcopy(modules)
 
 

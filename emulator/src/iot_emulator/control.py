@@ -191,6 +191,10 @@ def configure(emu, changes: dict) -> None:
             if int(value) not in (401, 404):
                 raise ValueError("module_missing_device_status must be 401 or 404")
             emu.registry.module_missing_device_status = int(value)
+        elif key == "apply_content_managed_by":
+            if value not in ("IotEdge", None):
+                raise ValueError("apply_content_managed_by must be \"IotEdge\" or null")
+            emu.registry.apply_content_managed_by = value
         elif key == "query_right":
             if value not in QUERY_RIGHTS:
                 raise ValueError(f"query_right must be one of {', '.join(QUERY_RIGHTS)}")

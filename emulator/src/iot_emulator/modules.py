@@ -128,6 +128,23 @@ def put_module(reg, device_id: str, module_id: str, body: Any, if_match: str | N
     return copy.deepcopy(record)
 
 
+def create_module_for_content(reg, device_id: str, module_id: str) -> dict:
+    """The identity and twin the hub creates for a module that applied content names (configurations.apply_content)."""
+    now = time.time()
+    counter = reg._next_module_counter()
+    reg.counters[f"{device_id}/{module_id}"] = counter
+    record = {
+        "moduleId": module_id, "managedBy": reg.apply_content_managed_by, "deviceId": device_id,
+        "generationId": dotnet_ticks(now), "etag": etag_of(counter), "connectionState": "Disconnected",
+        "connectionStateUpdatedTime": NEVER, "lastActivityTime": NEVER, "cloudToDeviceMessageCount": 0,
+        "authentication": {"symmetricKey": {"primaryKey": new_key(), "secondaryKey": new_key()},
+                           "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None}, "type": "sas"},
+    }
+    reg.modules.setdefault(device_id, {})[module_id] = record
+    reg._new_module_twin(device_id, module_id)
+    return record
+
+
 def regenerate_module_key(reg, device_id: Any, module_id: Any, which: tuple) -> dict:
     """New symmetric keys for one SAS module (POST /devices/keys/regenerate with ``moduleId``): the module's keys,
     never its device's; the answer names the module and carries only the rotated keys (the CLI's live tests)."""
@@ -296,6 +313,7 @@ class ModuleStore:
         self.modules: dict[str, dict[str, dict]] = {}  # device id -> module id -> identity
         self.module_twins: dict[str, dict[str, dict]] = {}  # device id -> module id -> twin record
         self.module_missing_device_status = 404  # knob: a PEER saw 401 for module calls on a missing device
+        self.apply_content_managed_by = "IotEdge"  # knob: managedBy of a module identity applied content creates
         self.edge_content: dict[str, dict] = {}  # device id -> the modulesContent last applied to it
 
     def reset_state(self) -> None:

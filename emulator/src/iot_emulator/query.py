@@ -181,10 +181,25 @@ class _Parser:
         return t.value
 
     def path(self, property_name: bool = True) -> list[str]:
+        if property_name:
+            self._qualifier()
         parts = [self.ident(property_name)]
         while self.punct("."):
             parts.append(self.ident(property_name))
         return parts
+
+    def _qualifier(self) -> None:
+        """Skip a collection qualifier in front of a property path: ``devices.deviceId``, ``devices.modules.moduleId``
+        (the CLI's help and live tests query ``FROM devices.modules WHERE devices.deviceId = 'X'``).  ``devices`` is
+        reserved only there; escaped (``[[devices]]``) it is a property name."""
+        def plain(offset: int, word: str) -> bool:
+            t, nxt = self.peek(offset), self.peek(offset + 1)
+            return (t is not None and t.kind == "ident" and not t.text.startswith("[[") and t.value.lower() == word
+                    and nxt is not None and nxt.kind == "punct" and nxt.value == ".")
+        if plain(0, "devices"):
+            self.i += 2
+            if plain(0, "modules"):
+                self.i += 2
 
     # query := SELECT list FROM source [WHERE expr]
     def query(self) -> Query:
