@@ -204,17 +204,14 @@ def compare_form(name: str, desired: Optional[Dict[str, Any]]) -> Optional[Dict[
 def plan_manifest(mc: Dict[str, Any], current: Dict[str, Optional[Dict[str, Any]]]) -> Dict[str, Tuple]:
     """{module: (current desired, declared desired)} for each module whose desired properties differ.
 
-    ``current`` maps module names to their twin's desired properties (None: no module twin).  A module twin that
-    does not exist yet while ``$edgeAgent`` already runs that module is pending (its identity is created by the
-    edge agent when it next runs), not a difference."""
+    ``current`` maps module names to their twin's desired properties (None: no module twin).  A module that the
+    manifest gives desired properties but that has no twin is a difference too: applying the content creates the
+    twins of every module it lists (iot-api-2.md §2.6), so a missing twin means the content was never applied or
+    the module was deleted since."""
     changes: Dict[str, Tuple] = {}
-    agent_now = compare_form("$edgeAgent", current.get("$edgeAgent"))
-    running = set(((agent_now or {}).get("modules") or {}))
     for name, part in mc.items():
         want = compare_form(name, part.get("properties.desired"))
         have = compare_form(name, current.get(name))
-        if have is None and name not in RUNTIME_MODULES and name in running:
-            continue
         if have != want:
             changes[name] = (have, want)
     return changes

@@ -328,7 +328,10 @@ edge_devices:
       type: list
       elements: str
     layer:
-      description: Its layer among the declared edge devices (1 for a gateway without a declared edge parent); the list is sorted by it.
+      description:
+        - Its real layer in the hub once the task is done (1 for a top-layer gateway). A declared gateway below an
+          existing gateway that the task does not declare counts that gateway's chain, so a run over a subtree gets
+          the layers right. The list is sorted by it.
       type: int
       version_added: 1.1.0
     deployment:

@@ -86,17 +86,10 @@ class FleetGuard:
                 if problem:
                     problems.append(f"{did!r}: {problem}")
         scope_owner = {self._edge_scope(d): d for d in self.state if self._edge_scope(d)}
-
-        def parent_after(did: str) -> Optional[str]:
-            """DID's parent once this run is done: as declared, else as the hub holds it."""
-            spec = self.by_id.get(did)
-            if spec is not None and spec.state == "present" and spec.parent is not None:
-                return spec.parent or None
-            return self._hub_parent(did, scope_owner)
         for s in self.specs:
             if s.state != "present" or not self._is_edge(s.device_id) or not self._moves(s):
                 continue
-            chain, cycle = chain_above(s.device_id, parent_after)
+            chain, cycle = chain_above(s.device_id, lambda d: self._parent_after(d, scope_owner))
             problem = place_problem(s.device_id, s.parent or None, chain, cycle, self._height(s.device_id))
             if problem:
                 problems.append(f"{s.device_id!r}: {problem}")
@@ -132,6 +125,13 @@ class FleetGuard:
                 return self.state[pid].identity
             scope_owner[scope] = hub_parent(ident, lookup)
         return scope_owner[scope]
+
+    def _parent_after(self, did: str, scope_owner: Dict[str, str]) -> Optional[str]:
+        """DID's parent once this run is done: as declared, else as the hub holds it."""
+        spec = self.by_id.get(did)
+        if spec is not None and spec.state == "present" and spec.parent is not None:
+            return spec.parent or None
+        return self._hub_parent(did, scope_owner)
 
     def _height(self, did: str) -> int:
         """Edge layers at and below DID once this run is done: the declared ones, and those the hub holds below an

@@ -181,10 +181,11 @@ def flatten_tree(tree):
                 else:
                     node.setdefault("edge_enabled", True)
                     deployments[node.get("device_id")] = deployment
+            declares = "children" in node  # a children key, empty or not: a gateway (with no children yet)
             children = node.pop("children", None) or []
             label = f"{where} ({node.get('device_id')})"
-            if children:
-                if node.get("edge_enabled") is False:
+            if declares:
+                if children and node.get("edge_enabled") is False:
                     problems.append(f"{label}: a leaf device (edge_enabled=false) cannot have children; only IoT "
                                     "Edge devices can be parents")
                 node.setdefault("edge_enabled", True)

@@ -33,7 +33,11 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import Dev
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import DevicePlan, plan_device
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import CONFLICT_CODES, KeyIntent
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key, plan_secrets
-from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import is_planned_scope, planned_scope
+from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
+    chain_above,
+    is_planned_scope,
+    planned_scope,
+)
 from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import check_twin_limits, plan_twin, twin_views
 
 PLAN_CHUNK = 1000  # devices planned at a time (their plans are dropped once their writes are collected)
@@ -368,18 +372,18 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
 
     def edge_devices(self) -> List[Dict[str, Any]]:
         """Every declared edge device with its scope (None when unknown, e.g. in check mode), declared children, its
-        ``layer`` among the declared devices (1: no declared edge parent) and the ``deployment`` its tree node
+        real ``layer`` in the hub once this run is done (1: a top-layer gateway; a declared node below an existing
+        gateway counts that gateway's chain, the way the depth rule does) and the ``deployment`` its tree node
         carries (None without one), top-down."""
         children: Dict[str, List[str]] = {}
         for s in self.specs:
             if s.state == "present" and s.parent:
                 children.setdefault(s.parent, []).append(s.device_id)
+        scope_owner = {self._edge_scope(d): d for d in self.state if self._edge_scope(d)}
 
-        def layer(did: str, seen=()) -> int:
-            parent = self.by_id[did].parent
-            if not parent or parent not in self.by_id or parent in seen:
-                return 1
-            return layer(parent, seen + (did,)) + 1
+        def layer(did: str) -> int:
+            chain, _cycle = chain_above(did, lambda d: self._parent_after(d, scope_owner))
+            return len(chain) + 1
         out = []
         for s in self.specs:
             if s.state != "present" or not self._is_edge(s.device_id):
