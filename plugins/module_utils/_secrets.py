@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
+import re
 import secrets
 from typing import Iterator, Optional
 
@@ -146,3 +148,64 @@ def plan_secrets(plan) -> Iterator[str]:
         for f in SECRET_FIELDS:
             if view and view.get(f):
                 yield view[f]
+
+
+# ------------------------------------------------------------------------------ secrets inside documents
+SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "secrets", "token", "tokens", "key", "keys", "sas",
+                          "credential", "credentials", "passphrase"})
+SECRET_MARKERS = ("SharedAccessKey=", "SharedAccessSignature", "sig=")  # a connection string or SAS inside a value
+MIN_SECRET_CHARS = 4  # shorter values would mask common words everywhere (Ansible's no_log has the same limit)
+
+
+def _words(name: str) -> set:
+    return {w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
+
+
+def secret_name(name) -> bool:
+    """Whether a key or variable name says it holds a secret (password, secret, key, token, ...), word by word:
+    ``REGISTRY_PROXY_PASSWORD``, ``registryCredentials``, ``sasToken`` do; ``monkey``, ``keyboard`` do not."""
+    return isinstance(name, str) and bool(_words(name) & SECRET_WORDS)
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def document_secrets(doc) -> Iterator[str]:
+    """The secrets inside a document (a deployment manifest, configuration content, a module's settings): every
+    string under a name that says it is secret (``registryCredentials.*.password``; an ``env`` entry such as
+    ``REGISTRY_PROXY_PASSWORD: {value: ...}``; an ``Env`` line ``NAME=value`` of createOptions, also when
+    createOptions is a JSON string), and every string that carries a SAS key or signature."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if secret_name(k):
+                if isinstance(v, str) and len(v.strip()) >= MIN_SECRET_CHARS:
+                    yield v
+                elif isinstance(v, dict) and isinstance(v.get("value"), str) and len(v["value"]) >= MIN_SECRET_CHARS:
+                    yield v["value"]  # an env entry of a module: {NAME: {value: ...}}
+            yield from document_secrets(v)
+    elif isinstance(doc, (list, tuple)):
+        for v in doc:
+            yield from document_secrets(v)
+    elif isinstance(doc, str):
+        if any(m in doc for m in SECRET_MARKERS):
+            yield doc
+        text = doc.strip()
+        if text.startswith("{") and text.endswith("}"):
+            try:
+                inner = json.loads(text)
+            except ValueError:
+                inner = None
+            if inner is not None:
+                yield from document_secrets(inner)
+        name, eq, value = doc.partition("=")
+        if eq and ENV_NAME.match(name) and secret_name(name) and len(value) >= MIN_SECRET_CHARS:
+            yield value  # an Env line of createOptions: NAME=value
+
+
+def hide_document_secrets(module: AnsibleModule, *docs) -> None:
+    """Mask the secrets inside DOCS (declared content, content read from the hub) in every output of the task;
+    comparisons still see the real values."""
+    mask = secret_mask(module)
+    for doc in docs:
+        for value in document_secrets(doc):
+            mask.add(value)

@@ -142,6 +142,7 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import hide_document_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import changes_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import load_document
@@ -156,11 +157,13 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_configur
 def run(module: AnsibleModule) -> dict:
     p = module.params
     content = p["content"]
+    hide_document_secrets(module, content)  # registry passwords, secret env values: masked in every output
     if p["content_file"] is not None:
         try:
             content = load_document(p["content_file"])
         except ManifestError as exc:
             raise ModuleFailure(str(exc)) from None
+        hide_document_secrets(module, content)
         if not isinstance(content, dict):
             raise ModuleFailure(f"content_file: {p['content_file']!r} holds no dictionary of content")
     spec = ConfigurationSpec(id=p["id"], state=p["state"], labels=p["labels"], content=content,
@@ -168,6 +171,7 @@ def run(module: AnsibleModule) -> dict:
                              recreate=p["recreate"])
     client = build_hub_client(p, module.warn)
     res = ensure_configuration(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
+    hide_document_secrets(module, res.obj)  # what the hub holds
     result = {"changed": res.changed, "action": res.plan.action, "changes": sorted(res.plan.changes),
               "configuration": res.obj, "notes": res.notes}
     if module._diff:

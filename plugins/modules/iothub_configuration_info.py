@@ -52,6 +52,7 @@ configurations:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import hide_document_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_configuration import ConfigurationSpec
@@ -67,6 +68,7 @@ def run(module: AnsibleModule) -> dict:
         configurations = [one] if one is not None else []
     else:
         configurations = client.list_configurations()
+    hide_document_secrets(module, configurations)  # registry passwords, secret env values: masked in the output
     return {"changed": False, "configurations": configurations, "requests": client.counters.as_dict()}
 
 

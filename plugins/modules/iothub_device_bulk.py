@@ -397,6 +397,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pac
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import (
     connection_strings,
     device_secrets,
+    hide_document_secrets,
     secret_mask,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
@@ -417,6 +418,7 @@ def rotated_secrets(module: AnsibleModule, client, rec: BulkReconciler) -> dict:
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    hide_document_secrets(module, p["tree"])  # the deployments of tree nodes: registry passwords, secret env values
     specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
                                                         secret_mask(module).add)
     options = BulkOptions.from_params(p, module.check_mode, module._diff)

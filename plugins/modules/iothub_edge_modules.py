@@ -125,6 +125,7 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import hide_document_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import changes_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import (
@@ -140,14 +141,17 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_edge_mod
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    hide_document_secrets(module, p["content"])  # registry passwords, secret env values: masked in every output
     try:
         check_device_id(p["device_id"])
         manifest = load_manifest(p["content"], p["content_file"])
+        hide_document_secrets(module, manifest)
         check_manifest(manifest)
     except (ValueError, ManifestError) as exc:
         raise ModuleFailure(f"Invalid input: {exc}") from None
     client = build_hub_client(p, module.warn)
     res = ensure_edge_modules(client, p["device_id"], manifest, check_mode=module.check_mode)
+    hide_document_secrets(module, res.plan.changes)  # what the hub holds (the diff's before)
     for warning in res.warnings:
         module.warn(warning)
     result = {"changed": res.changed, "changes": sorted(res.plan.changes), "modules": modules_list(manifest),

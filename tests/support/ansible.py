@@ -71,7 +71,7 @@ class PlaybookRun:
 
 def _secret_values(emulator) -> set[str]:
     s = emulator.secrets()
-    values = set(s["device_keys"] + s["policy_keys"] + s["central_device_keys"])
+    values = set(s["device_keys"] + s["policy_keys"] + s["central_device_keys"] + s["document_secrets"])
     for token in s["central_tokens"]:
         values.add(token)
         values.add(token.split("sig=")[1].split("&")[0])  # the signature alone

@@ -7,6 +7,7 @@ import base64
 import binascii
 import copy
 import datetime as _dt
+import json
 import re
 import secrets
 import time
@@ -107,3 +108,44 @@ def rotated_keys_answer(record: dict, which: tuple) -> dict:
     keys = record["authentication"]["symmetricKey"]
     return {"primaryKey": keys["primaryKey"] if "primaryKey" in which else None,
             "secondaryKey": keys["secondaryKey"] if "secondaryKey" in which else None, "etag": record["etag"]}
+
+
+SECRET_NAME_WORDS = ("password", "passwd", "secret", "token", "key", "credential")
+
+
+def _secret_named(name: str) -> bool:
+    low = name.lower()
+    return any(w in low for w in SECRET_NAME_WORDS) and not low.endswith(("name", "keyname"))
+
+
+def document_secrets(doc: Any) -> list:
+    """Secrets stored inside documents (deployment manifests, configuration content, desired properties), for the
+    test harness's leak scan: the strings under a name that says password/secret/token/key (an env entry's
+    ``value`` too), and ``NAME=value`` lines with such a name.  The emulator's own reading, written apart from the
+    collection's masking so that it judges it."""
+    out: list = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if isinstance(k, str) and _secret_named(k):
+                    if isinstance(v, str):
+                        out.append(v)
+                    elif isinstance(v, dict) and isinstance(v.get("value"), str):
+                        out.append(v["value"])
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif isinstance(node, str):
+            text = node.strip()
+            if text.startswith("{"):
+                try:
+                    walk(json.loads(text))
+                except ValueError:
+                    pass
+            name, eq, value = node.partition("=")
+            if eq and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and _secret_named(name):
+                out.append(value)
+    walk(doc)
+    return [v for v in out if len(v) >= 8]  # short values (placeholders, flags) would match everywhere

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from . import query as _query
 from . import twins as _twins
 from .errors import ApiError, bad_request, not_found
-from .common import etag_matches, is_wildcard, now_iso
+from .common import document_secrets, etag_matches, is_wildcard, now_iso
 from .modules import apply_module_twin, check_module_id, create_module_for_content
 
 ID_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
@@ -284,6 +284,8 @@ def apply_content(reg, device_id: str, body: Any) -> None:
 def routes(emu) -> list:
     reg = emu.registry
     store = emu.configurations
+    emu.register_secrets("document_secrets", lambda: document_secrets([c["content"] for c in store.items.values()]))
+    emu.register_secrets("document_secrets", lambda: document_secrets(reg.edge_content))
 
     @emu.hub_route("/configurations", ["GET"], "configurations")
     async def configurations(request: Request) -> Response:

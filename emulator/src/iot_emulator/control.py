@@ -16,7 +16,7 @@ from . import twins
 from .faults import FAULT_KINDS, Throttle, parse_throttle
 
 QUERY_RIGHTS = ("ServiceConnect", "RegistryRead")
-SECRET_KINDS = ("device_keys", "policy_keys", "central_tokens", "central_device_keys")
+SECRET_KINDS = ("device_keys", "policy_keys", "central_tokens", "central_device_keys", "document_secrets")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from . import twins as _twins
 from .errors import ApiError, bad_request, not_found
 from .common import (
+    document_secrets,
     DEVICE_ID_RE,
     NEVER,
     dotnet_ticks,
@@ -259,6 +260,8 @@ def module_keys(reg) -> list:
 def routes(emu) -> list:
     reg = emu.registry
     emu.register_secrets("device_keys", lambda: module_keys(reg))
+    emu.register_secrets("document_secrets", lambda: document_secrets(
+        [tw["desired"] for mods in reg.module_twins.values() for tw in mods.values()]))
 
     @emu.hub_route("/devices/{device_id}/modules", ["GET"], "modules")
     async def modules(request: Request) -> Response:
