@@ -87,3 +87,40 @@ def test_a_tree_deployment_is_masked_in_the_bulk_result_and_written_for_real_by_
     with counting(emulator) as w:
         again = run_ok(ansible, play(role))
     assert w.writes == 0 and again.changed_tasks() == []
+
+
+SENSOR = {"version": "1.0", "type": "docker", "status": "running", "restartPolicy": "always",
+          "settings": {"image": "$upstream:443/azureiotedge-simulated-temperature-sensor:1.5"},
+          "properties.desired": {"SendInterval": 5}}
+
+
+def test_nested_defaults_with_a_private_registry_and_extra_modules(ansible, emulator, hub):
+    """Item 9: registry credentials on every layer (and the top layer's registry proxy), UpstreamProtocol on every
+    layer, extra modules on the lower layers or on one layer; the password is never shown."""
+    tree = [{"device_id": "n-top", "children": [{"device_id": "n-mid", "children": [
+        {"device_id": "n-low", "children": [{"device_id": "n-sensor"}]}]}]}]
+    role = {"name": "apply", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_hierarchy"},
+            "vars": {"edge_hierarchy_tree": tree, "edge_hierarchy_default_deployment": "nested",
+                     "edge_hierarchy_registry": "myacr.azurecr.io",
+                     "edge_hierarchy_registry_credentials": {"username": "builduser", "password": PASSWORD},
+                     "edge_hierarchy_extra_modules": {"sensor": SENSOR}}}
+    r = run_ok(ansible, play(role))
+    assert PASSWORD not in r.output
+    for did, address in (("n-top", "myacr.azurecr.io"), ("n-mid", "$upstream:443"), ("n-low", "$upstream:443")):
+        desired = hub.request("GET", f"/twins/{did}/modules/$edgeAgent").json()["properties"]["desired"]
+        creds = desired["runtime"]["settings"]["registryCredentials"]["edgeregistry"]
+        assert creds == {"username": "builduser", "password": PASSWORD, "address": address}
+        for system in ("edgeAgent", "edgeHub"):
+            assert desired["systemModules"][system]["env"]["UpstreamProtocol"] == {"value": "amqp"}
+        assert ("sensor" in desired["modules"]) is (did != "n-top")
+    top = hub.request("GET", "/twins/n-top/modules/$edgeAgent").json()["properties"]["desired"]
+    assert top["modules"]["registry"]["env"]["REGISTRY_PROXY_PASSWORD"] == {"value": PASSWORD}
+    assert hub.request("GET", "/twins/n-low/modules/sensor").json()["properties"]["desired"]["SendInterval"] == 5
+    with counting(emulator) as w:
+        again = run_ok(ansible, play(role))
+    assert w.writes == 0 and again.changed_tasks() == []
+    role["vars"]["edge_hierarchy_extra_modules"] = {3: {"sensor": SENSOR}}  # one layer only
+    run_ok(ansible, play(role))
+    mods = {did: hub.request("GET", f"/twins/{did}/modules/$edgeAgent").json()["properties"]["desired"]["modules"]
+            for did in ("n-top", "n-mid", "n-low")}
+    assert [did for did, m in mods.items() if "sensor" in m] == ["n-low"]
