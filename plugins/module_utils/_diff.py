@@ -86,3 +86,15 @@ def summary_diff(header: str, counts: Dict[str, int], shown: int) -> Dict[str, A
     return {"before": "", "after_header": header,
             "after": f"{total} devices change ({', '.join(f'{k} {v}' for k, v in counts.items())}); the first "
                      f"{shown} are shown in full (diff_detail=full shows all)\n"}
+
+
+def changed_paths(before: Any, after: Any, prefix: str = "") -> Dict[str, tuple]:
+    """{dotted path: (before, after)} of every leaf where two documents differ (a key present on one side only
+    shows None on the other): what a content change is made of (module, image, route, setting), readable in a
+    message and a diff."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: Dict[str, tuple] = {}
+        for key in sorted(set(before) | set(after), key=str):
+            out.update(changed_paths(before.get(key), after.get(key), f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {} if before == after else {prefix or "(document)": (before, after)}

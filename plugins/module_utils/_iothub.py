@@ -127,6 +127,26 @@ class IoTHubClient(RestClient):
         return self.send("DELETE", f"/configurations/{q(cfg_id)}", f"delete configuration {cfg_id!r}", etag=etag,
                          right="RegistryWrite")
 
+    def test_queries(self, target_condition: Optional[str], metric_queries: Optional[Dict[str, str]]) -> Dict[str, Any]:
+        """POST /configurations/testQueries: the hub's own check of a target condition and custom metric queries
+        (``targetConditionError``, ``customMetricQueryErrors``: empty when valid).  It writes nothing."""
+        body: Dict[str, Any] = {}
+        if target_condition is not None:
+            body["targetCondition"] = target_condition
+        if metric_queries:
+            body["customMetricQueries"] = metric_queries
+        r = self.send("POST", "/configurations/testQueries", "test the configuration's queries", body=body,
+                      right="RegistryRead", write=False)
+        self.counters.add(gets=1)
+        if r.status_code != 200:
+            raise error_from_response(r, "test the configuration's queries")
+        return r.json()
+
+    def count(self, source_and_where: str) -> int:
+        """SELECT COUNT() over ``FROM devices [WHERE ...]`` (or devices.modules): how many twins match now."""
+        items = list(self.query(f"SELECT COUNT() AS n {source_and_where}"))
+        return int((items[0] if items else {}).get("n", 0))
+
     def apply_configuration_content(self, device_id: str, content: Dict[str, Any]):
         """POST applyConfigurationContent (iot-api-2.md §2.6): not conditional, so never retried blindly."""
         return self.send("POST", f"/devices/{q(device_id)}/applyConfigurationContent",

@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import changed_paths
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import IoTHubClient
@@ -167,17 +168,20 @@ def plan_configuration(spec: ConfigurationSpec, current: Optional[Dict[str, Any]
             "priority": current.get("priority", 0), "metrics": (current.get("metrics") or {}).get("queries") or {}}
     changes = {k: (have[k], v) for k, v in wanted.items() if v is not None and v != have[k]}
     if spec.content is not None and _norm_content(spec.content) != _norm_content(current.get("content")):
+        paths = changed_paths(_norm_content(current.get("content")), _norm_content(spec.content))
         if not spec.recreate:
+            shown = "; ".join(f"{p}: {old!r} -> {new!r}" for p, (old, new) in list(paths.items())[:10])
             raise PlanError(f"content: configuration {spec.id!r} has other content in the hub, and IoT Hub does not "
                             "change a configuration's content after creation (an update would keep the old one). "
                             "Use a new id (the usual way to roll out a deployment), or set recreate=true to delete "
-                            "and re-create it under the same id")
+                            f"and re-create it under the same id. It differs at {len(paths)} path(s): {shown}"
+                            + (" ..." if len(paths) > 10 else ""))
         body = {"id": spec.id, "content": _send_content(spec.content),
                 "targetCondition": spec.target_condition or current.get("targetCondition") or "*",
                 "priority": spec.priority if spec.priority is not None else current.get("priority", 0),
                 "labels": spec.labels if spec.labels is not None else current.get("labels") or {},
                 "metrics": {"queries": spec.metrics if spec.metrics is not None else have["metrics"]}}
-        changes["content"] = ("(hub)", "(declared)")
+        changes["content"] = ({k: v[0] for k, v in paths.items()}, {k: v[1] for k, v in paths.items()})
         return ConfigurationPlan(spec.id, "recreate", changes, body, etag)
     if not changes:
         return ConfigurationPlan(spec.id, "none", {}, None, etag)
@@ -191,19 +195,78 @@ def plan_configuration(spec: ConfigurationSpec, current: Optional[Dict[str, Any]
 
 
 class ConfigurationResource(Resource):
-    def __init__(self, client: IoTHubClient, spec: ConfigurationSpec):
+    def __init__(self, client: IoTHubClient, spec: ConfigurationSpec, hide: Optional[Callable[[Any], None]] = None):
         self.client = client
         self.spec = spec
         self.label = f"configuration {spec.id!r}"
+        self.hide = hide  # called with what the hub holds: its secrets are masked in every output
+        self.checked = False  # the queries were tested by the hub (once per task)
+        self.warnings: List[str] = []
 
     def read(self):
-        return self.client.get_configuration(self.spec.id)
+        current = self.client.get_configuration(self.spec.id)
+        if self.hide is not None and current is not None:
+            self.hide(current)
+        return current
 
     def plan(self, current, pinned_etag):
         plan = plan_configuration(self.spec, current)
         if pinned_etag is not None and plan.etag is not None:
             plan.etag = pinned_etag.strip('"')
+        if plan.action in ("create", "update", "recreate") and not self.checked:
+            self.checked = True
+            self._check_queries(plan)
         return plan
+
+    def _check_queries(self, plan) -> None:
+        """Before any write, in check mode too: the hub tests the target condition and the metric queries
+        (testQueries: a condition it refuses fails here, naming the option), a target that matches no device is
+        a warning with the count, and so is a tie in priority with an overlapping configuration of the same kind."""
+        body = plan.body or {}
+        target = body.get("targetCondition")
+        metrics = (body.get("metrics") or {}).get("queries") or {}
+        tested = target if target not in (None, "", "*") else None
+        if tested is not None or metrics:
+            answer = self.client.test_queries(tested, metrics)
+            if answer.get("targetConditionError"):
+                raise PlanError(f"target_condition: IoT Hub refuses {target!r}: {answer['targetConditionError']}; "
+                                "fix the condition (for example tags.site = 'plant-7', with tags. and quotes)")
+            for name, error in sorted((answer.get("customMetricQueryErrors") or {}).items()):
+                if error:
+                    raise PlanError(f"metrics.{name}: IoT Hub refuses the query {metrics.get(name)!r}: {error}")
+        if target is None:
+            return
+        source = target_source(target)
+        if source is None:
+            self.warnings.append(f"target_condition: configuration {self.spec.id!r} has an empty target condition: "
+                                 "it targets no device")
+            return
+        n = self.client.count(source)
+        if n == 0:
+            self.warnings.append(f"target_condition {target!r} of configuration {self.spec.id!r} matches no device "
+                                 "now (0): the configuration targets nothing until one matches. Check the spelling "
+                                 "(tags.site = 'plant-7': with tags., and the value quoted)")
+        self._warn_priority_ties(body, target, source)
+
+    def _warn_priority_ties(self, body: Dict[str, Any], target: str, source: str) -> None:
+        kind = content_kind(body.get("content") or {})
+        for other in self.client.list_configurations():
+            if other.get("id") == self.spec.id or other.get("priority", 0) != body.get("priority", 0):
+                continue
+            if content_kind(other.get("content") or {}) != kind:
+                continue
+            other_source = target_source(other.get("targetCondition") or "")
+            if other_source is None or other_source.split(" WHERE ")[0] != source.split(" WHERE ")[0]:
+                continue
+            both = [s.split(" WHERE ", 1)[1] for s in (source, other_source) if " WHERE " in s]
+            where = " AND ".join(f"({c})" for c in both)
+            n = self.client.count(source.split(" WHERE ")[0] + (f" WHERE {where}" if where else ""))
+            if n:
+                self.warnings.append(
+                    f"priority: configuration {self.spec.id!r} and {other['id']!r} both have priority "
+                    f"{body.get('priority', 0)} and {n} device(s) match both target conditions: IoT Hub applies the "
+                    "one created first, and re-creating either changes which one wins. Give them different "
+                    "priorities (see docs/edge-deployments.md)")
 
     def write(self, plan) -> Written:
         landed = False
@@ -232,6 +295,26 @@ class ConfigurationResource(Resource):
 
 
 def ensure_configuration(client: IoTHubClient, spec: ConfigurationSpec, *, check_mode: bool,
-                         pinned_etag: Optional[str] = None) -> Converged:
-    return converge(ConfigurationResource(client, spec), check_mode=check_mode, pinned_etag=pinned_etag,
-                    state_present=spec.state == "present")
+                         pinned_etag: Optional[str] = None, hide: Optional[Callable[[Any], None]] = None) -> Converged:
+    res = ConfigurationResource(client, spec, hide)
+    out = converge(res, check_mode=check_mode, pinned_etag=pinned_etag, state_present=spec.state == "present")
+    out.warnings = res.warnings
+    return out
+
+
+def target_source(target: str) -> Optional[str]:
+    """``FROM ... [WHERE ...]`` of a target condition: a device condition, ``*`` (every device) or a module
+    configuration's ``FROM devices.modules WHERE ...``; None for an empty one (it targets nothing)."""
+    text = (target or "").strip()
+    if not text:
+        return None
+    if text == "*":
+        return "FROM devices"
+    if text.upper().startswith("FROM "):
+        return text
+    return f"FROM devices WHERE {text}"
+
+
+def content_kind(content: Dict[str, Any]) -> str:
+    """Configurations compete only with their own kind: edge deployments, device configurations, module ones."""
+    return next((k for k in CONTENT_KINDS if content.get(k)), "")

@@ -170,8 +170,11 @@ def run(module: AnsibleModule) -> dict:
                              target_condition=p["target_condition"], priority=p["priority"], metrics=p["metrics"],
                              recreate=p["recreate"])
     client = build_hub_client(p, module.warn)
-    res = ensure_configuration(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
+    res = ensure_configuration(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"],
+                               hide=lambda doc: hide_document_secrets(module, doc))
     hide_document_secrets(module, res.obj)  # what the hub holds
+    for warning in res.warnings:
+        module.warn(warning)
     result = {"changed": res.changed, "action": res.plan.action, "changes": sorted(res.plan.changes),
               "configuration": res.obj, "notes": res.notes}
     if module._diff:
