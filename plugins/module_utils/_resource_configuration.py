@@ -265,7 +265,7 @@ class ConfigurationResource(Resource):
                 self.warnings.append(
                     f"priority: configuration {self.spec.id!r} and {other['id']!r} both have priority "
                     f"{body.get('priority', 0)} and {n} device(s) match both target conditions: IoT Hub applies the "
-                    "one created first, and re-creating either changes which one wins. Give them different "
+                    "one created most recently, so re-creating either changes which one wins. Give them different "
                     "priorities (see docs/edge-deployments.md)")
 
     def write(self, plan) -> Written:

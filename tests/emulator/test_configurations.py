@@ -184,3 +184,53 @@ def test_collection_qualified_paths(hub):
     assert [t["deviceId"] for t in hub.query_all("SELECT * FROM devices WHERE devices.deviceId = 'q2'")] == ["q2"]
     r = hub.query("SELECT * FROM devices WHERE devices = 'x'")
     assert r.status_code == 400
+
+
+# ------------------------------------------------------------------- automatic device management (#23 item 11)
+def _deployment(cfg_id, priority, image, target="tags.site = 'a'"):
+    content = {"modulesContent": {**MANIFEST, "$edgeAgent": {"properties.desired": {
+        **MANIFEST["$edgeAgent"]["properties.desired"],
+        "modules": {"sensor": {"type": "docker", "settings": {"image": image}}}}}}}
+    return {"id": cfg_id, "content": content, "targetCondition": target, "priority": priority}
+
+
+def _metrics(hub, cfg_id):
+    return hub.request("GET", f"/configurations/{cfg_id}").json()["systemMetrics"]["results"]
+
+
+def test_configurations_are_applied_to_the_twins_they_target(hub, emulator):
+    emulator.configure(adm_delay_s=3600)
+    for did, site in (("a1", "a"), ("a2", "a"), ("b1", "b")):
+        hub.put_device(did, {"deviceId": did, "capabilities": {"iotEdge": True}})
+        hub.request("PATCH", f"/twins/{did}", json={"tags": {"site": site}}, headers={"If-Match": "*"})
+    hub.request("PUT", "/configurations/late", json=_deployment("late", 1, "x/late:1"))
+    assert _metrics(hub, "late") == {"targetedCount": 2, "appliedCount": 0}  # not before its delay
+    hub.request("DELETE", "/configurations/late", headers={"If-Match": "*"})
+    emulator.configure(adm_delay_s=0)
+    hub.request("PUT", "/configurations/dep1", json=_deployment("dep1", 1, "x/one:1"))
+    assert _metrics(hub, "dep1") == {"targetedCount": 2, "appliedCount": 2}
+    agent = hub.request("GET", "/twins/a1/modules/$edgeAgent").json()["properties"]["desired"]
+    assert agent["modules"]["sensor"]["settings"]["image"] == "x/one:1"
+    assert "modules" not in hub.request("GET", "/twins/b1/modules/$edgeAgent").json()["properties"]["desired"]
+    twin = hub.request("GET", "/twins/a1").json()
+    assert twin["configurations"] == {"dep1": {"status": "Applied"}}
+    hub.request("PUT", "/configurations/dep2", json=_deployment("dep2", 2, "x/two:1"))  # higher priority wins
+    assert _metrics(hub, "dep2")["appliedCount"] == 2 and _metrics(hub, "dep1")["appliedCount"] == 0
+    assert hub.request("GET", "/twins/a2").json()["configurations"] == {"dep1": {"status": "Targeted"},
+                                                                        "dep2": {"status": "Applied"}}
+    agent = hub.request("GET", "/twins/a2/modules/$edgeAgent").json()["properties"]["desired"]
+    assert agent["modules"]["sensor"]["settings"]["image"] == "x/two:1"
+    hub.request("PUT", "/configurations/dep3", json=_deployment("dep3", 2, "x/three:1"))  # a tie: the newest wins
+    assert _metrics(hub, "dep3")["appliedCount"] == 2
+    assert hub.query_all("SELECT deviceId FROM devices WHERE configurations.[[dep3]].status = 'Applied'")
+    hub.request("DELETE", "/configurations/dep3", headers={"If-Match": "*"})  # the next one takes over
+    assert _metrics(hub, "dep2")["appliedCount"] == 2
+
+
+def test_device_configurations_set_desired_paths(hub, emulator):
+    emulator.configure(adm_delay_s=0)
+    hub.put_device("d", {"deviceId": "d"})
+    hub.request("PUT", "/configurations/dc", json={"id": "dc", "targetCondition": "*", "priority": 1, "content": {
+        "deviceContent": {"properties.desired.settings.rate": 5}}})
+    assert _metrics(hub, "dc") == {"targetedCount": 1, "appliedCount": 1}
+    assert hub.request("GET", "/twins/d").json()["properties"]["desired"]["settings"] == {"rate": 5}

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-right", choices=["ServiceConnect", "RegistryRead"], default="ServiceConnect",
                    help="the policy right a query needs: ServiceConnect (the security doc, default) or RegistryRead "
                         "(an SDK sample's comment); the sources disagree")
+    p.add_argument("--adm-delay-s", type=float, default=0.2,
+                   help="seconds after a configuration is created or its target or priority changes before automatic "
+                        "device management applies it to the twins it targets (default 0.2)")
     p.add_argument("--entra-test-mode", action="store_true",
                    help="accept Entra ID bearer tokens (audience and expiry checked, signature not)")
     p.add_argument("--central-app", default="emulator",
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         fault_kinds=kinds, query_lag_s=args.query_lag_s, throttle=args.throttle,
                         state_file=args.state_file, entra_test_mode=args.entra_test_mode,
                         bulk_twin_mode=args.bulk_twin_mode, max_page_size=args.max_page_size,
-                        query_right=args.query_right)
+                        query_right=args.query_right, adm_delay_s=args.adm_delay_s)
     central_app = load_central(data_dir, args)
     emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode), central_app)
 

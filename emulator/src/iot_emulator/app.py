@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import configurations, control, devices, faults, jobs, modules, query, twins
+from . import adm, configurations, control, devices, faults, jobs, modules, query, twins
 from .auth import Authorizer
 from .errors import ApiError, bad_request
 from .registry import Registry
@@ -49,6 +49,7 @@ class Settings:
     bulk_twin_mode: str = "replace"  # how bulk updateTwin applies tags / desired: "replace" or "merge" (§9.1)
     max_page_size: int = 100  # query page size cap (§7)
     query_right: str = "ServiceConnect"  # the right a query needs: the security doc, or "RegistryRead" (§9.6)
+    adm_delay_s: float = 0.2  # automatic device management applies a configuration this long after it changed
 
     def public(self) -> dict:
         return {"latency_ms": self.latency_ms, "fault_rate": self.fault_rate, "fault_seed": self.fault_seed,
@@ -56,7 +57,7 @@ class Settings:
                 "query_lag_queries": self.query_lag_queries, "throttle": self.throttle,
                 "state_file": str(self.state_file) if self.state_file else None,
                 "entra_test_mode": self.entra_test_mode, "bulk_twin_mode": self.bulk_twin_mode,
-                "max_page_size": self.max_page_size, "query_right": self.query_right}
+                "max_page_size": self.max_page_size, "query_right": self.query_right, "adm_delay_s": self.adm_delay_s}
 
 
 def tracking_message(request_id: str) -> str:
@@ -86,6 +87,8 @@ class Emulator:
         self.registry.bulk_twin_mode = settings.bulk_twin_mode
         self.registry.max_page_size = settings.max_page_size
         self.configurations = configurations.ConfigurationStore(self.registry)
+        self.adm = adm.Adm(self.registry, self.configurations, settings.adm_delay_s)
+        self.configurations.adm = self.adm
         self.jobs = jobs.JobStore(self)
         self.stats = control.Stats()
         self.fault_rng = random.Random(settings.fault_seed)
@@ -174,6 +177,7 @@ class Emulator:
                 if request.method in ("PUT", "PATCH", "DELETE") or (request.method == "POST" and name == "bulk"):
                     self.stats.write_requests += 1
                 self.stats.requests_by_route[f"{request.method} {path}"] += 1
+                self.adm.tick()  # automatic device management: configurations due are applied before answering
                 try:
                     return await fn(request)
                 except ApiError as err:
@@ -199,6 +203,7 @@ class Emulator:
 
     def reset(self) -> None:
         self.registry.reset()
+        self.adm.reset()
         self.configurations.reset()
         self.jobs.reset()
         self.races.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -112,10 +113,15 @@ class ConfigurationStore:
         self.reg = registry
         self.items: dict[str, dict] = {}
         self.counters: dict[str, int] = {}
+        self.ready_at: dict[str, float] = {}  # configuration id -> when automatic device management applies it
+        self.changes = 0
+        self.adm = None  # adm.Adm, wired by app.py: applies configurations to twins
 
     def reset(self) -> None:
         self.items.clear()
         self.counters.clear()
+        self.ready_at.clear()
+        self.changes += 1
 
     def dump(self) -> dict:
         return {"items": self.items, "counters": self.counters}
@@ -132,14 +138,17 @@ class ConfigurationStore:
         return items[0]["n"]
 
     def render(self, cfg: dict) -> dict:
-        """The stored configuration with its metrics evaluated now (the emulator applies nothing to twins, so
-        appliedCount is what targetedCount is)."""
+        """The stored configuration with its metrics evaluated now: targetedCount from its target condition, and
+        appliedCount from the twins automatic device management applied it to (adm.py)."""
+        if self.adm is not None:
+            self.adm.tick()
         out = copy.deepcopy(cfg)
         try:
             n = self._count(cfg["targetCondition"])
         except ApiError:
             n = 0
-        out["systemMetrics"]["results"] = {"targetedCount": n, "appliedCount": n}
+        applied = sum(1 for statuses in self.reg.twin_configurations.values() if statuses.get(cfg["id"]) == "Applied")
+        out["systemMetrics"]["results"] = {"targetedCount": n, "appliedCount": applied}
         results = {}
         for name, q in (cfg["metrics"].get("queries") or {}).items():
             try:
@@ -209,6 +218,9 @@ class ConfigurationStore:
             "etag": _etag(counter),
         }
         self.items[cfg_id] = cfg
+        self.changes += 1
+        if existing is None or existing["targetCondition"] != target or existing["priority"] != priority:
+            self.ready_at[cfg_id] = time.time() + (self.adm.delay_s if self.adm is not None else 0.0)
         return self.render(cfg)
 
     def get(self, cfg_id: str) -> dict:
@@ -225,6 +237,10 @@ class ConfigurationStore:
             raise ApiError(412, "PreconditionFailed", "PreconditionFailed")
         del self.items[cfg_id]
         self.counters.pop(cfg_id, None)  # a configuration created again under this id starts at "1" again
+        self.ready_at.pop(cfg_id, None)
+        self.changes += 1
+        for statuses in self.reg.twin_configurations.values():
+            statuses.pop(cfg_id, None)
 
     def test_queries(self, body: Any) -> dict:
         if not isinstance(body, dict):

@@ -191,6 +191,10 @@ def configure(emu, changes: dict) -> None:
             if int(value) not in (401, 404):
                 raise ValueError("module_missing_device_status must be 401 or 404")
             emu.registry.module_missing_device_status = int(value)
+        elif key == "adm_delay_s":
+            if float(value) < 0:
+                raise ValueError("adm_delay_s must be 0 or more")
+            s.adm_delay_s = emu.adm.delay_s = float(value)
         elif key == "apply_content_managed_by":
             if value not in ("IotEdge", None):
                 raise ValueError("apply_content_managed_by must be \"IotEdge\" or null")

@@ -133,6 +133,7 @@ class DeviceStore:
         self.counters: dict[str, int] = {}  # device id -> etag counter
         self._scope_owner: dict[str, str] = {}  # edge deviceScope -> device id
         self.refusals: dict[str, dict] = {}  # test knob (/_emulator/refuse): device id -> forced error
+        self.changes = 0  # every identity or twin change counts (automatic device management re-evaluates on it)
 
     def reset_state(self) -> None:
         for d in (self.devices, self.counters, self._scope_owner, self.refusals):
@@ -175,6 +176,7 @@ class DeviceStore:
 
     def _publish(self, device_id: str, at: float | None = None) -> None:
         at = time.time() if at is None else at
+        self.changes += 1
         doc = self._twin_doc(device_id) if device_id in self.devices else None
         self.index.record(device_id, doc, at)
 

@@ -357,6 +357,7 @@ class ModuleStore:
 
     def _publish_module(self, device_id: str, module_id: str, at: float | None = None) -> None:
         at = time.time() if at is None else at
+        self.changes += 1
         exists = module_id in self.modules.get(device_id, {})
         self.module_index.record(f"{device_id}/{module_id}",
                                  self.module_twin_doc(device_id, module_id) if exists else None, at)

@@ -158,9 +158,11 @@ class TwinStore:
 
     def init_state(self, query_lag_s: float) -> None:
         self.twins: dict[str, dict] = {}  # device id -> twin record (tags, desired, reported, versions, etag)
+        self.twin_configurations: dict[str, dict] = {}  # device id -> configuration id -> "Applied" | "Targeted"
 
     def reset_state(self) -> None:
         self.twins.clear()
+        self.twin_configurations.clear()
 
     def dump_state(self) -> dict:
         return {"twins": self.twins}
@@ -201,6 +203,8 @@ class TwinStore:
             doc["statusReason"] = dev["statusReason"]
         if tw["tags"]:
             doc["tags"] = copy.deepcopy(tw["tags"])
+        if self.twin_configurations.get(device_id):  # what automatic device management applied (adm.py)
+            doc["configurations"] = {k: {"status": v} for k, v in sorted(self.twin_configurations[device_id].items())}
         if dev.get("deviceScope"):
             doc["deviceScope"] = dev["deviceScope"]
         if dev.get("parentScopes"):
