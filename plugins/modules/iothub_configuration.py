@@ -77,9 +77,33 @@ options:
   recreate:
     description:
       - When the declared O(content) differs from the hub's, delete the configuration and create it again under
-        the same id (devices it targets are re-evaluated).
+        the same id (devices it targets are re-evaluated). The same as O(content_update=recreate).
     type: bool
     default: false
+  content_update:
+    description:
+      - What to do when the declared O(content) differs from the hub's (IoT Hub never changes a configuration's
+        content).
+      - V(refuse) fails, naming the paths that differ.
+      - V(recreate) deletes the configuration and creates it again under the same id; the devices it targets run
+        without its modules until the new one is applied.
+      - V(swap) updates without an outage. The new content is created as a new generation of the deployment
+        (id C(<id>-g<n>), labels C(fleetAzureIotDeployment) and C(fleetAzureIotGeneration)) at a priority above
+        the current one. The task waits until the hub reports it applied where it targets (C(appliedCount)
+        reaches C(targetedCount)), deletes the older generations, and sets the declared priority again. O(id) keeps
+        naming the deployment; a re-run with the same content changes nothing, and a run that timed out is
+        continued by the next one. Check mode predicts the swap without writing.
+      - When not set, V(recreate) if O(recreate=true), else V(refuse).
+    type: str
+    choices: [refuse, recreate, swap]
+    version_added: 1.2.0
+  content_update_timeout:
+    description:
+      - With O(content_update=swap), how long to wait (seconds) for the new generation to be applied before the
+        task fails (the old generation is kept: no device loses its modules).
+    type: float
+    default: 900
+    version_added: 1.2.0
   etag:
     description:
       - The etag the configuration is expected to have; another one fails the task.
@@ -125,7 +149,7 @@ configuration:
   returned: always
   type: dict
 action:
-  description: V(create), V(update), V(recreate), V(delete) or V(none).
+  description: V(create), V(update), V(recreate), V(swap), V(delete) or V(none).
   returned: always
   type: str
 changes:
@@ -143,6 +167,7 @@ notes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import hide_document_secrets
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deployment_swap import swap_configuration
 from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import changes_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ManifestError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._manifest import load_document
@@ -166,12 +191,25 @@ def run(module: AnsibleModule) -> dict:
         hide_document_secrets(module, content)
         if not isinstance(content, dict):
             raise ModuleFailure(f"content_file: {p['content_file']!r} holds no dictionary of content")
+    mode = p["content_update"] or ("recreate" if p["recreate"] else "refuse")
+    if p["recreate"] and mode != "recreate":
+        raise ModuleFailure(f"recreate=true and content_update={mode} contradict each other: drop recreate")
+    if mode == "swap" and p["etag"] is not None:
+        raise ModuleFailure("etag cannot be used with content_update=swap (a swap writes several configurations)")
+    if p["content_update_timeout"] <= 0:
+        raise ModuleFailure("content_update_timeout must be more than 0 seconds")
     spec = ConfigurationSpec(id=p["id"], state=p["state"], labels=p["labels"], content=content,
                              target_condition=p["target_condition"], priority=p["priority"], metrics=p["metrics"],
-                             recreate=p["recreate"])
+                             recreate=mode == "recreate")
     client = build_hub_client(p, module.warn)
-    res = ensure_configuration(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"],
-                               hide=lambda doc: hide_document_secrets(module, doc))
+
+    def hide(doc) -> None:
+        hide_document_secrets(module, doc)
+    if mode == "swap":
+        res = swap_configuration(client, spec, check_mode=module.check_mode, timeout=p["content_update_timeout"],
+                                 hide=hide)
+    else:
+        res = ensure_configuration(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"], hide=hide)
     hide_document_secrets(module, res.obj)  # what the hub holds
     for warning in res.warnings:
         module.warn(warning)
@@ -195,6 +233,8 @@ def main() -> None:
             labels=dict(type="dict"),
             metrics=dict(type="dict"),
             recreate=dict(type="bool", default=False),
+            content_update=dict(type="str", choices=["refuse", "recreate", "swap"]),
+            content_update_timeout=dict(type="float", default=900),
             etag=dict(type="str"),
         ),
         supports_check_mode=True,

@@ -99,6 +99,9 @@ def _system_queries(cfg_id: str, target: str, edge: bool) -> dict:
         targeted = f"select deviceId {text}"
     else:
         targeted = "select deviceId from devices" + ("" if text == "*" else f" where {text or 'false'}")
+        if edge:  # an edge deployment targets IoT Edge devices only
+            targeted = ("select deviceId from devices where capabilities.iotEdge = true"
+                        + ("" if text == "*" else f" and {text or 'false'}"))
     queries = {"targetedCount": targeted,
                "appliedCount": f"select deviceId from devices where configurations.[[{cfg_id}]].status = 'Applied'"}
     if edge:
@@ -130,10 +133,13 @@ class ConfigurationStore:
         self.items.update(data.get("items", {}))
         self.counters.update(data.get("counters", {}))
 
-    def _count(self, target: str) -> int:
+    def _count(self, target: str, edge: bool = False) -> int:
         text = target_query(target, count=True)
         if text is None:
             return 0
+        if edge and " FROM devices" in text and "devices.modules" not in text:  # a deployment targets edge devices
+            text = text.replace(" FROM devices WHERE ", " FROM devices WHERE capabilities.iotEdge = true AND (", 1) + ")" \
+                if " WHERE " in text else text + " WHERE capabilities.iotEdge = true"
         items, _token, _kind = self.reg.query(text, None, None)
         return items[0]["n"]
 
@@ -144,7 +150,7 @@ class ConfigurationStore:
             self.adm.tick()
         out = copy.deepcopy(cfg)
         try:
-            n = self._count(cfg["targetCondition"])
+            n = self._count(cfg["targetCondition"], edge=bool(cfg["content"].get("modulesContent")))
         except ApiError:
             n = 0
         applied = sum(1 for statuses in self.reg.twin_configurations.values() if statuses.get(cfg["id"]) == "Applied")
