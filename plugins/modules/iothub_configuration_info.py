@@ -23,7 +23,9 @@ extends_documentation_fragment:
 options:
   id:
     description:
-      - One configuration; without it, every configuration (the API does not page them).
+      - One configuration, with the generations of a deployment that M(fleet.azure_iot.iothub_configuration)
+        swapped under that id (C(content_update=swap); label C(fleetAzureIotDeployment)), oldest first: the last
+        one is the current one. Without it, every configuration (the API does not page them).
     type: str
     aliases: [name]
 notes:
@@ -53,6 +55,7 @@ configurations:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import hide_document_secrets
+from ansible_collections.fleet.azure_iot.plugins.module_utils._deployment_swap import generations
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_configuration import ConfigurationSpec
@@ -63,9 +66,8 @@ def run(module: AnsibleModule) -> dict:
     if p["id"] is not None:
         ConfigurationSpec(id=p["id"])  # the id rule, before any request
     client = build_hub_client(p, module.warn)
-    if p["id"] is not None:
-        one = client.get_configuration(p["id"])
-        configurations = [one] if one is not None else []
+    if p["id"] is not None:  # the configuration, and the generations of a deployment swapped under that id
+        configurations = generations(client, p["id"])
     else:
         configurations = client.list_configurations()
     hide_document_secrets(module, configurations)  # registry passwords, secret env values: masked in the output
