@@ -100,7 +100,7 @@ options:
   content_update_timeout:
     description:
       - With O(content_update=swap), how long to wait (seconds) for the new generation to be applied before the
-        task fails (the old generation is kept: no device loses its modules).
+        task fails (the old generation is kept, so no device loses its modules).
     type: float
     default: 900
     version_added: 1.2.0

@@ -24,7 +24,7 @@ options:
   id:
     description:
       - One configuration, with the generations of a deployment that M(fleet.azure_iot.iothub_configuration)
-        swapped under that id (C(content_update=swap); label C(fleetAzureIotDeployment)), oldest first: the last
+        swapped under that id (C(content_update=swap); label C(fleetAzureIotDeployment)), oldest first; the last
         one is the current one. Without it, every configuration (the API does not page them).
     type: str
     aliases: [name]
