@@ -21,22 +21,12 @@ IMPORT_MODES = (
 class BulkStore:
     """The bulk operation over the other areas' state; it owns only its knob."""
 
+    PERSISTED = ()  # what it owns that a state file keeps
+    CLEARED = ()  # what a reset empties
+
     def init_state(self, query_lag_s: float) -> None:
         self.bulk_twin_mode = "replace"  # --bulk-twin-mode: how bulk updateTwin applies tags / desired (§9.1)
 
-    def reset_state(self) -> None:
-        return None
-
-    def dump_state(self) -> dict:
-        return {}
-
-    def load_state(self, data: dict) -> None:
-        return None
-
-    def reindex(self) -> None:
-        return None
-
-    # ---------------------------------------------------------------- bulk
     def bulk(self, entries: Any) -> tuple[int, dict, int]:
         """POST /devices (§4).  Returns (http status, BulkRegistryOperationResult, devices written)."""
         if not isinstance(entries, list):

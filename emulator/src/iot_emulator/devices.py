@@ -128,6 +128,9 @@ def routes(emu) -> list:
 class DeviceStore:
     """Device identities and edge scopes (iot-api.md §1, §5): the part of the registry this area owns."""
 
+    PERSISTED = ("devices", "counters")  # what it owns that a state file keeps
+    CLEARED = ("devices", "counters", "_scope_owner", "refusals")  # what a reset empties
+
     def init_state(self, query_lag_s: float) -> None:
         self.devices: dict[str, dict] = {}
         self.counters: dict[str, int] = {}  # device id -> etag counter
@@ -135,24 +138,11 @@ class DeviceStore:
         self.refusals: dict[str, dict] = {}  # test knob (/_emulator/refuse): device id -> forced error
         self.changes = 0  # every identity or twin change counts (automatic device management re-evaluates on it)
 
-    def reset_state(self) -> None:
-        for d in (self.devices, self.counters, self._scope_owner, self.refusals):
-            d.clear()
-
-    def dump_state(self) -> dict:
-        return {"devices": self.devices, "counters": self.counters}
-
-    def load_state(self, data: dict) -> None:
-        self.devices.update(data.get("devices", {}))
-        self.counters.update(data.get("counters", {}))
+    def after_load(self) -> None:
         for device_id, dev in self.devices.items():
             if dev["capabilities"]["iotEdge"] and dev.get("deviceScope"):
                 self._scope_owner[dev["deviceScope"]] = device_id
 
-    def reindex(self) -> None:
-        return None
-
-    # ------------------------------------------------------------------ state
     def _refused(self, device_id: str) -> None:
         r = self.refusals.get(device_id)
         if r is None:

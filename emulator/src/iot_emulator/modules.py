@@ -312,26 +312,15 @@ def routes(emu) -> list:
 class ModuleStore:
     """Module identities and module twins (iot-api-2.md §1-§2): the part of the registry this area owns."""
 
+    PERSISTED = ("modules", "module_twins")  # what it owns that a state file keeps
+    CLEARED = ("modules", "module_twins", "edge_content")  # what a reset empties
+
     def init_state(self, query_lag_s: float) -> None:
         self.modules: dict[str, dict[str, dict]] = {}  # device id -> module id -> identity
         self.module_twins: dict[str, dict[str, dict]] = {}  # device id -> module id -> twin record
         self.module_missing_device_status = 404  # knob: a PEER saw 401 for module calls on a missing device
         self.apply_content_managed_by = "IotEdge"  # knob: managedBy of a module identity applied content creates
         self.edge_content: dict[str, dict] = {}  # device id -> the modulesContent last applied to it
-
-    def reset_state(self) -> None:
-        for d in (self.modules, self.module_twins, self.edge_content):
-            d.clear()
-
-    def dump_state(self) -> dict:
-        return {"modules": self.modules, "module_twins": self.module_twins}
-
-    def load_state(self, data: dict) -> None:
-        self.modules.update(data.get("modules", {}))
-        self.module_twins.update(data.get("module_twins", {}))
-
-    def reindex(self) -> None:
-        return None
 
     def _new_module(self, device_id: str, module_id: str, now: float) -> dict:
         """A system module of an edge device: managedBy iotEdge, authentication none (iot-api-2.md §1.3)."""

@@ -441,22 +441,15 @@ class QueryIndex:
 class QueryStore:
     """The query store (iot-api.md §3.2, iot-api-2.md §7): eventually consistent indexes of the twins."""
 
+    PERSISTED = ()  # what it owns that a state file keeps
+    CLEARED = ("index", "module_index")  # what a reset empties
+
     def init_state(self, query_lag_s: float) -> None:
         self.index = QueryIndex(query_lag_s)  # device id -> device twin doc (devices)
         self.module_index = QueryIndex(query_lag_s)  # "deviceId/moduleId" -> module twin doc (devices.modules)
         self.max_page_size = DEFAULT_PAGE  # --max-page-size
 
-    def reset_state(self) -> None:
-        self.index.clear()
-        self.module_index.clear()
-
-    def dump_state(self) -> dict:
-        return {}
-
-    def load_state(self, data: dict) -> None:
-        return None
-
-    def reindex(self) -> None:
+    def after_load(self) -> None:
         for device_id in self.devices:  # a loaded state is indexed at once
             self.index.visible[device_id] = self._twin_doc(device_id)
             for module_id in self.modules.get(device_id, {}):
@@ -464,7 +457,6 @@ class QueryStore:
         self.index._sorted = None
         self.module_index._sorted = None
 
-    # --------------------------------------------------------------- query
     def query(self, text: Any, max_items: int | None, continuation: str | None) -> tuple[list, str | None, str]:
         """POST /devices/query (§3.2).  Returns (items, next continuation or None, item type)."""
         if isinstance(text, str) and len(text) > MAX_QUERY_CHARS:

@@ -27,19 +27,22 @@ class Registry(DeviceStore, TwinStore, ModuleStore, BulkStore, QueryStore):
         for area in AREAS:
             area.init_state(self, query_lag_s)
 
+    # Each area names what it owns (PERSISTED: kept in a state file; CLEARED: emptied by a reset); one protocol for
+    # every area, here.
     def reset(self) -> None:
         for area in AREAS:
-            area.reset_state(self)
+            for name in area.CLEARED:
+                getattr(self, name).clear()
 
     def dump(self) -> dict:
-        out: dict = {}
-        for area in AREAS:
-            out.update(area.dump_state(self))
-        return out
+        return {name: getattr(self, name) for area in AREAS for name in area.PERSISTED}
 
     def load(self, data: dict) -> None:
         self.reset()
         for area in AREAS:
-            area.load_state(self, data)
+            for name in area.PERSISTED:
+                getattr(self, name).update(data.get(name, {}))
         for area in AREAS:
-            area.reindex(self)
+            hook = area.__dict__.get("after_load")
+            if hook is not None:
+                hook(self)

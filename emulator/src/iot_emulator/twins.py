@@ -156,24 +156,13 @@ def check_mode_name(mode: str) -> str:
 class TwinStore:
     """Device twins (iot-api.md §3, §6): the part of the registry this area owns."""
 
+    PERSISTED = ("twins",)  # what it owns that a state file keeps
+    CLEARED = ("twins", "twin_configurations")  # what a reset empties
+
     def init_state(self, query_lag_s: float) -> None:
         self.twins: dict[str, dict] = {}  # device id -> twin record (tags, desired, reported, versions, etag)
         self.twin_configurations: dict[str, dict] = {}  # device id -> configuration id -> "Applied" | "Targeted"
 
-    def reset_state(self) -> None:
-        self.twins.clear()
-        self.twin_configurations.clear()
-
-    def dump_state(self) -> dict:
-        return {"twins": self.twins}
-
-    def load_state(self, data: dict) -> None:
-        self.twins.update(data.get("twins", {}))
-
-    def reindex(self) -> None:
-        return None
-
-    # --------------------------------------------------------------- twins
     def _twin_doc(self, device_id: str) -> dict:
         dev = self.devices[device_id]
         tw = self.twins[device_id]
