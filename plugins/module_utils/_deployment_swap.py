@@ -120,10 +120,10 @@ def swap_configuration(client, spec, *, check_mode: bool, timeout: float, hide: 
         notes.append(f"check mode: would create generation {new_id!r} (priority {swap_priority}), wait until it is "
                      f"applied where it targets, then delete {', '.join(repr(g['id']) for g in gens)}")
         return Converged(plan, dict(body), True, notes=notes)
-    created = ensure_configuration(client, _copy(spec, id=new_id, content=spec.content, labels=body["labels"],
-                                                   target_condition=body["targetCondition"], priority=swap_priority,
-                                                   metrics=body["metrics"]["queries"], recreate=False),
-                                   check_mode=False, hide=hide)
+    generation = _copy(spec, id=new_id, content=spec.content, labels=body["labels"],
+                       target_condition=body["targetCondition"], priority=swap_priority,
+                       metrics=body["metrics"]["queries"], recreate=False)
+    created = ensure_configuration(client, generation, check_mode=False, hide=hide)
     notes += created.notes + [f"created generation {new_id!r} at priority {swap_priority}"]
     try:
         _finish(client, new_id, gens, False, timeout, sleep, clock, notes, priority)
