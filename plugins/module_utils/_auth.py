@@ -13,8 +13,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import time
 import urllib.parse
+
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AuthError
 
 IOTHUB_SCOPE = "https://iothubs.azure.net/.default"
@@ -83,6 +85,28 @@ class SasCredential:
         return self._token
 
 
+# AWX's built-in "Microsoft Azure Resource Manager" credential injects these names; azure-identity reads the others.
+AWX_AZURE_RM_NAMES = {"AZURE_SECRET": "AZURE_CLIENT_SECRET", "AZURE_TENANT": "AZURE_TENANT_ID"}
+
+
+def azure_environment(environ=None) -> list:
+    """Make the environment what azure-identity should see, and return the AZURE_* names that were found empty.
+
+    AWX injects the fields a credential leaves unset as empty strings: an empty value is unset here (azure-identity
+    would refuse ``AZURE_CLIENT_ID=""`` with "client_id should be the id of a Microsoft Entra application", and a
+    managed identity needs no client id at all).  The names of AWX's built-in Azure Resource Manager credential
+    (``AZURE_SECRET``, ``AZURE_TENANT``; ``AZURE_CLIENT_ID`` is the same) fill the standard ones when those are unset,
+    so that no custom credential type is needed for Entra ID."""
+    environ = os.environ if environ is None else environ
+    empty = sorted(name for name, value in environ.items() if name.startswith("AZURE_") and not value.strip())
+    for name in empty:
+        del environ[name]
+    for awx, standard in AWX_AZURE_RM_NAMES.items():
+        if environ.get(awx) and not environ.get(standard):
+            environ[standard] = environ[awx]
+    return empty
+
+
 class EntraCredential:
     """Bearer tokens from azure-identity's DefaultAzureCredential (environment, managed identity, Azure CLI...)."""
 
@@ -93,7 +117,14 @@ class EntraCredential:
             raise AuthError("auth_mode=entra needs the azure-identity Python package on the host that runs the "
                             f"task: pip install azure-identity ({exc})") from None
         self.scope = scope
-        self._credential = DefaultAzureCredential()
+        empty = azure_environment()
+        try:
+            self._credential = DefaultAzureCredential()
+        except ValueError as exc:  # a malformed AZURE_* value: name what was looked at
+            raise AuthError(f"Entra ID: the AZURE_* environment cannot be used ({exc}); AZURE_CLIENT_ID, "
+                            "AZURE_TENANT_ID and AZURE_CLIENT_SECRET (or AWX's AZURE_SECRET and AZURE_TENANT) are "
+                            "read" + (f", and {', '.join(empty)} were empty (treated as unset)" if empty else ""))
+        self._token = None
         self._token = None
 
     def header(self) -> str:

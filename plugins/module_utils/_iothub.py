@@ -7,6 +7,7 @@ these reads (topology, plans) are elsewhere (``_topology``, ``_plan``, ``_twin``
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Iterator, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import (
@@ -228,8 +229,12 @@ def build_hub_client(params: dict, warn=None) -> IoTHubClient:
     if mode is None:
         mode = "sas" if cs else ("entra" if hostname else None)
     if mode is None:
+        empty = [name for name in ("IOTHUB_CONNECTION_STRING", "IOTHUB_HOSTNAME")
+                 if name in os.environ and not os.environ[name].strip()]
         raise InputError("No IoT Hub connection: set connection_string (or IOTHUB_CONNECTION_STRING) for SAS, "
-                         "or hostname (or IOTHUB_HOSTNAME) with auth_mode=entra for Entra ID")
+                         "or hostname (or IOTHUB_HOSTNAME) with auth_mode=entra for Entra ID"
+                         + (f"; {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} set but empty (an AWX "
+                            "credential field left unset), which counts as unset" if empty else ""))
     if mode == "sas":
         if not cs:
             raise InputError("auth_mode=sas needs connection_string (or IOTHUB_CONNECTION_STRING)")

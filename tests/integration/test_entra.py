@@ -85,3 +85,18 @@ def test_sas_path_never_imports_azure_identity():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert json.loads(out) == []
+
+
+def test_awx_empty_credential_fields_are_unset(entra, emulator_factory):
+    """AWX injects a credential's unset fields as empty strings (#29 item 2): AZURE_CLIENT_ID="" and friends are
+    unset, so the chain reaches a credential that works (here the Azure CLI; a managed identity on AWX)."""
+    emu, runner = entra
+    r = runner()
+    r.base_env = {k: v for k, v in r.base_env.items() if k != "AZURE_TOKEN_CREDENTIALS"}  # the whole default chain
+    r.base_env.update({"AZURE_CLIENT_ID": "", "AZURE_TENANT_ID": "", "AZURE_CLIENT_SECRET": "", "AZURE_SECRET": "",
+                       "AZURE_TENANT": "", "AZURE_SUBSCRIPTION_ID": "", "IOTHUB_CONNECTION_STRING": ""})
+    res = r.run(play(task("hub", "iothub_device", device_id="awx-dev")))  # no auth_mode: hostname means Entra
+    assert res.rc == 0 and res.task("hub").changed, res.output[-3000:]
+    res = r.run(play(task("hub", "iothub_device", device_id="awx-dev")), env={"IOTHUB_HOSTNAME": ""})
+    msg = res.task("hub").result["msg"]
+    assert res.rc != 0 and "No IoT Hub connection" in msg and "IOTHUB_CONNECTION_STRING and IOTHUB_HOSTNAME are set but empty" in msg

@@ -126,3 +126,17 @@ def test_identity_specs_do_not_import_pydantic():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": ":".join(sys.path)}).stdout
     assert out.strip() == "[]"
+
+
+def test_awx_environment_empty_values_are_unset_and_azure_rm_names_are_read():
+    from ansible_collections.fleet.azure_iot.plugins.module_utils._auth import azure_environment
+    env = {"AZURE_CLIENT_ID": "", "AZURE_TENANT_ID": " ", "AZURE_CLIENT_SECRET": "", "HOME": "/root"}
+    assert azure_environment(env) == ["AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID"]
+    assert env == {"HOME": "/root"}  # a managed identity needs nothing else
+    awx = {"AZURE_CLIENT_ID": "app", "AZURE_SECRET": "s3cret-value", "AZURE_TENANT": "tenant",
+           "AZURE_SUBSCRIPTION_ID": "sub"}
+    assert azure_environment(awx) == []
+    assert awx["AZURE_CLIENT_SECRET"] == "s3cret-value" and awx["AZURE_TENANT_ID"] == "tenant"
+    both = {"AZURE_TENANT": "awx-tenant", "AZURE_TENANT_ID": "standard-tenant"}
+    azure_environment(both)
+    assert both["AZURE_TENANT_ID"] == "standard-tenant"  # the standard name wins
