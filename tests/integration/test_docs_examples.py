@@ -24,7 +24,7 @@ MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "io
 # (source, block index or task name) -> why it is not run against the emulator.
 NOT_RUNNABLE = {
     ("docs/awx.md", 0): "an execution-environment definition for ansible-builder, not a playbook; "
-                        "tests/packaging runs ansible-builder create on the collection's own EE metadata",
+                        "tests/packaging runs ansible-builder create on it, from a tarball of the collection",
     ("docs/key-rotation.md", 0): "it needs -e step=N, one step per run: test_intent.py runs it step by step as a "
                                  "user would, checking after each step that the devices' key is still valid",
     ("iotcentral_device", "Name the application once for every IoT Central task of a play"):

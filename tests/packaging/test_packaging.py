@@ -100,24 +100,34 @@ def test_galaxy_build_produces_a_clean_artifact(tmp_path):
     assert manifest["collection_info"]["namespace"] == "fleet" and manifest["collection_info"]["name"] == "azure_iot"
 
 
-def test_ansible_builder_creates_a_build_context(tmp_path):
+def test_ansible_builder_creates_a_build_context_from_the_tarball(tmp_path):
+    """The execution environment of docs/awx.md, as written there: built from the collection tarball."""
     builder = BIN / "ansible-builder"
     if not builder.exists():
         pytest.skip("ansible-builder is installed by requirements-dev.txt")
-    ee = tmp_path / "execution-environment.yml"
-    ee.write_text(yaml.safe_dump({
-        "version": 3,
-        "images": {"base_image": {"name": "quay.io/ansible/awx-ee:latest"}},
-        "dependencies": {"python": str(REPO / "meta" / "ee-requirements.txt"),
-                         "system": str(REPO / "meta" / "ee-bindep.txt")},
-    }))
-    r = run([str(builder), "create", "-f", str(ee), "-c", str(tmp_path / "context"), "--output-filename", "Containerfile"],
-            cwd=tmp_path)
+    doc = (REPO / "docs" / "awx.md").read_text()
+    definition = yaml.safe_load(doc.split("# ee/execution-environment.yml\n", 1)[1].split("```", 1)[0])
+    ee = tmp_path / "ee"
+    ee.mkdir()
+    r = run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(ee), str(REPO)])
+    assert r.returncode == 0, r.stderr
+    tarball = next(ee.glob("fleet-azure_iot-*.tar.gz")).name
+    definition["additional_build_files"][0]["src"] = tarball  # the version galaxy.yml says today
+    definition["dependencies"]["galaxy"]["collections"][0]["name"] = f"collections/{tarball}"
+    (ee / "execution-environment.yml").write_text(yaml.safe_dump(definition))
+    (ee / "ee-requirements.txt").write_text((REPO / "meta" / "ee-requirements.txt").read_text())
+    r = run([str(builder), "create", "-f", "execution-environment.yml", "-c", "context",
+             "--output-filename", "Containerfile"], cwd=ee)
     assert r.returncode == 0, r.stdout + r.stderr
-    containerfile = (tmp_path / "context" / "Containerfile").read_text()
-    assert "awx-ee" in containerfile
-    reqs = (tmp_path / "context" / "_build" / "requirements.txt").read_text()
-    assert "httpx" in reqs and "pydantic" in reqs
+    context = ee / "context"
+    assert "awx-ee" in (context / "Containerfile").read_text()
+    assert (context / "_build" / "collections" / tarball).is_file()
+    reqs = (context / "_build" / "requirements.txt").read_text()
+    wanted = [line.split(">")[0].split("=")[0].strip() for line in (REPO / "meta" / "ee-requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert wanted and all(name in reqs for name in wanted), (wanted, reqs)
+    galaxy = yaml.safe_load((context / "_build" / "requirements.yml").read_text())
+    assert galaxy["collections"][0] == {"name": f"collections/{tarball}", "type": "file"}
 
 
 def test_awx_credential_type_injects_what_the_modules_read():
