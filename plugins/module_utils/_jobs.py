@@ -20,7 +20,7 @@ import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response
-from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, JobFailed
+from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import InputError, IoTApiError, JobFailed
 
 ACTIVE = ("enqueued", "running", "queued", "scheduled", "unknown")
 POLL_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # a job is polled quickly first, then every 5 s
@@ -28,22 +28,23 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def check_container_uri(uri: str, option: str = "storage_container_uri") -> None:
-    """A container SAS URI: https (http only on loopback, for Azurite), a container path, a SAS token."""
+    """A container SAS URI: https (http only on loopback, for Azurite), a container path, a SAS token.  A wrong one
+    is an input error, before any request (no service error to report)."""
     parts = urllib.parse.urlsplit(uri or "")
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise IoTApiError(f"{option}: must be the https URL of a blob container with a SAS token "
+        raise InputError(f"{option}: must be the https URL of a blob container with a SAS token "
                           "(https://<account>.blob.core.windows.net/<container>?sv=...&sp=rwdl&sig=...)")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise IoTApiError(f"{option}: plain http is accepted only on loopback (Azurite); use https")
+        raise InputError(f"{option}: plain http is accepted only on loopback (Azurite); use https")
     if not parts.path.strip("/"):
-        raise IoTApiError(f"{option}: the URL names no container (…/<account>/<container> or …/<container>)")
+        raise InputError(f"{option}: the URL names no container (…/<account>/<container> or …/<container>)")
     query = urllib.parse.parse_qs(parts.query)
     if "sig" not in query:
-        raise IoTApiError(f"{option}: the URL carries no SAS token (sig=...); IoT Hub reaches the container with it")
+        raise InputError(f"{option}: the URL carries no SAS token (sig=...); IoT Hub reaches the container with it")
     perms = (query.get("sp") or [""])[0]
     missing = [name for p, name in (("r", "read"), ("w", "write"), ("l", "list"), ("d", "delete")) if p not in perms]
     if perms and missing:
-        raise IoTApiError(f"{option}: the SAS token lacks the {', '.join(missing)} right(s) (sp={perms}); import "
+        raise InputError(f"{option}: the SAS token lacks the {', '.join(missing)} right(s) (sp={perms}); import "
                           "and export jobs need read, write, list and delete on the container")
 
 
@@ -51,6 +52,17 @@ def redacted(uri: str) -> str:
     """The container URL without its SAS token, for messages."""
     parts = urllib.parse.urlsplit(uri)
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def storage_error(exc: BaseException, what: str) -> IoTApiError:
+    """A Blob Storage failure as an IoTApiError whose ``error`` is filled from the storage answer (its status, its
+    error code such as AuthorizationPermissionMismatch, its request id), not left as nulls."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    code = getattr(exc, "error_code", None) or headers.get("x-ms-error-code") or type(exc).__name__
+    return IoTApiError(f"{what}: {type(exc).__name__}: {first}", getattr(exc, "status_code", None), str(code),
+                       first or None, headers.get("x-ms-request-id"))
 
 
 class Container:
@@ -71,8 +83,7 @@ class Container:
         try:
             stream = self.client.download_blob(name)
         except Exception as exc:  # azure.core.exceptions.*
-            raise IoTApiError(f"storage: cannot read {name!r} from {redacted(self.uri)}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise storage_error(exc, f"storage: cannot read {name!r} from {redacted(self.uri)}") from None
         rest = b""
         for chunk in stream.chunks():
             rest += chunk
@@ -92,8 +103,8 @@ class Container:
         try:
             self.client.upload_blob(name, encoded(), overwrite=True)
         except Exception as exc:  # azure.core.exceptions.*
-            raise IoTApiError(f"storage: cannot write {name!r} to {redacted(self.uri)} (the SAS token needs write): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise storage_error(exc, f"storage: cannot write {name!r} to {redacted(self.uri)} (the SAS token needs "
+                                "write)") from None
         return count[0]
 
 
@@ -172,6 +183,7 @@ class JobRunner:
 
 
 # Numeric error codes of importErrors.log: the first three digits are the HTTP status (iot-api.md §2.3).
+IMPORT_ERRORS = "importErrors.log"  # written by the hub next to the input blob
 IMPORT_ERROR_NAMES = {409: "DeviceAlreadyExists", 404: "DeviceNotFound", 412: "PreconditionFailed"}
 IDENTITY_OPTIONS = ("status", "status_reason", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
                     "secondary_thumbprint", "edge_enabled", "parent")
@@ -225,17 +237,21 @@ class FleetJobs:
             self.runner.run({"type": "import", "inputBlobContainerUri": self.uri, "outputBlobContainerUri": self.uri,
                              "inputBlobName": name}, len(entries))
         except JobFailed as exc:
+            self._delete(IMPORT_ERRORS)  # the job's log does not stay in the container either
             return {did: ({"deviceId": did, "errorCode": "ImportJobFailed", "errorStatus": str(exc),
                            "operation": mode}, True) for did, mode, _text in entries}
         finally:
             self._delete(name)
         errors: Dict[str, Dict[str, Any]] = {}
-        for err in json_lines(self.container.lines("importErrors.log")):
-            did = err.get("deviceId") or err.get("id")
-            code = err.get("errorCode")
-            name_ = IMPORT_ERROR_NAMES.get(int(str(code)[:3])) if str(code)[:3].isdigit() else None
-            errors[did] = {"deviceId": did, "errorCode": name_ or str(code), "errorStatus": err.get("errorStatus"),
-                           "operation": None}
+        try:
+            for err in json_lines(self.container.lines(IMPORT_ERRORS)):
+                did = err.get("deviceId") or err.get("id")
+                code = err.get("errorCode")
+                name_ = IMPORT_ERROR_NAMES.get(int(str(code)[:3])) if str(code)[:3].isdigit() else None
+                errors[did] = {"deviceId": did, "errorCode": name_ or str(code), "errorStatus": err.get("errorStatus"),
+                               "operation": None}
+        finally:
+            self._delete(IMPORT_ERRORS)
         out: Dict[str, tuple] = {}
         for did, mode, _text in entries:
             err = errors.get(did)

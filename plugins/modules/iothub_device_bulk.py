@@ -59,10 +59,13 @@ options:
   tree:
     description:
       - The devices as a tree instead of a flat list, mutually exclusive with O(devices). It is a list of nodes,
-        each a device entry as in O(devices) plus an optional C(children) list.
-      - A node with children is an IoT Edge device (C(edge_enabled) defaults to V(true); V(false) with children
-        is an error); its children get it as C(parent). A node without children is a leaf unless it says
-        C(edge_enabled=true). At most five layers of edge devices.
+        each a device entry as in O(devices) plus an optional C(children) list (whose entries may also be plain
+        device ids).
+      - A node with a C(children) key, even an empty list, is an IoT Edge device (C(edge_enabled) defaults to
+        V(true); V(false) with children is an error); its children get it as C(parent). A node without it is a
+        leaf unless it says C(edge_enabled=true). At most five layers of edge devices.
+      - Secrets in a node's C(deployment) (registry passwords, env values named like a password, secret, key or
+        token) are masked in the result; the role applies the real values from the tree.
       - A node may carry C(deployment), a deployment manifest. This module does not apply it; it returns it in
         RV(edge_devices) for M(fleet.azure_iot.iothub_edge_modules) (the role C(fleet.azure_iot.edge_hierarchy)
         does that). A node with a deployment is an edge device.

@@ -73,6 +73,8 @@ def test_a_failing_line_and_a_container_without_write(ansible, emulator, hub, az
     msg = r.task("fleet").result["msg"]
     assert r.rc != 0 and "write" in msg and "delete" in msg and "storage_container_uri" in msg and w.writes == 0
     assert "sig=" not in r.output  # the SAS token is no_log
+    assert "error" not in r.task("fleet").result  # an input error: no dictionary of nulls beside the message
+    assert azurite.blobs(uri) == []  # neither devices.txt nor importErrors.log stays in the container
 
 
 def test_registry_export_module(ansible, emulator, hub, azurite):

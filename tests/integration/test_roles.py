@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from helpers import counting
+from helpers import counting, play
 
 
 def role_play(role: str, after: list | None = None, **vars) -> str:
@@ -153,3 +153,15 @@ def test_edge_hierarchy_validates_the_whole_tree_first(ansible, emulator):
         assert w.delta("requests") == 0
     bad_type = apply(ansible, "edge_hierarchy", expect_rc=2, edge_hierarchy_tree="not a list")
     assert "edge_hierarchy_tree" in bad_type.output
+
+
+def test_edge_gateway_children_may_be_plain_ids(ansible, emulator, hub):
+    """#29 item 4: children as iothub_device_bulk takes them, plain ids included."""
+    role = {"name": "gw", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_gateway"},
+            "vars": {"edge_gateway_id": "ids-gw", "edge_gateway_children": ["ids-a", {"device_id": "ids-b"}]}}
+    r = ansible.run(play(role))
+    assert r.rc == 0, r.output[-3000:]
+    result = r.task("Publish edge_gateway_result").result["ansible_facts"]["edge_gateway_result"]
+    assert result["children"] == ["ids-a", "ids-b"]
+    scope = hub.get_device("ids-gw").json()["deviceScope"]
+    assert all(hub.get_device(c).json()["deviceScope"] == scope for c in ("ids-a", "ids-b"))

@@ -190,3 +190,8 @@ class AzuriteProcess:
                                          for p in permissions}),
                                      expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
         return f"{url}/{name}?{sas}"
+
+    def blobs(self, container_uri: str) -> list:
+        """The names of the blobs in a container (by its SAS URL): what a task left behind."""
+        from azure.storage.blob import ContainerClient
+        return sorted(b.name for b in ContainerClient.from_container_url(container_uri).list_blobs())

@@ -166,8 +166,10 @@ def flatten_tree(tree):
             return
         for i, node in enumerate(nodes):
             where = f"{path}[{i}]"
+            if isinstance(node, str):
+                node = {"device_id": node}  # a bare device id, as in devices
             if not isinstance(node, dict):
-                problems.append(f"{where}: must be a dictionary with at least device_id")
+                problems.append(f"{where}: must be a device id or a dictionary with at least device_id")
                 continue
             node = dict(node)
             if "children" in node and node.get("device_id"):
