@@ -21,6 +21,7 @@ def test_demo_playbook_twice(ansible, emulator, hub):
     assert second.rc == 0 and second.changed_tasks() == [] and w.writes == 0
     tree = second.task("Show the hierarchy").result["msg"]
     assert tree[0].startswith("plant-gw") and len(tree) == 3
+    assert tree[1].startswith("├── ") and tree[2].startswith("└── ")  # only the last child is └──
 
 
 HIERARCHY = PLAYBOOK.parent / "demo_hierarchy.yml"
@@ -39,4 +40,5 @@ def test_demo_hierarchy_playbook_twice(ansible, emulator, hub):
     assert second.rc == 0 and second.changed_tasks() == [] and w.writes == 0
     tree = second.task("Print the tree").result["msg"]
     assert tree[0].startswith("plant-gw  [edge] ms-azure-iot-edge://plant-gw-")
-    assert tree[1].startswith("└── line1-gw") and tree[2] == "    └── line1-sensor-1" and tree[-1] == "└── plant-meter"
+    assert tree[1].startswith("├── line1-gw") and tree[2:4] == ["│   ├── line1-sensor-1", "│   └── line1-sensor-2"]
+    assert tree[-1] == "└── plant-meter"
