@@ -62,12 +62,14 @@ def parse_connection_string(value: str, option: str = "connection_string") -> di
     return parts
 
 
-def sas_token(host: str, key_name: str, key: str, expiry: int) -> str:
-    """SharedAccessSignature for the hub host, as the Python SDK signs it (sr = quote_plus(host))."""
-    sr = urllib.parse.quote_plus(host)
+def sas_token(resource: str, key_name, key: str, expiry: int) -> str:
+    """SharedAccessSignature for RESOURCE (the hub host, or ``<host>/devices/<id>`` for a device), as the SDKs sign
+    it (sr = quote_plus(resource)); ``skn`` only for a policy key (KEY_NAME), not for a device or module key."""
+    sr = urllib.parse.quote_plus(resource)
     digest = hmac.new(base64.b64decode(key), f"{sr}\n{expiry}".encode("utf-8"), hashlib.sha256).digest()
     sig = urllib.parse.quote(base64.b64encode(digest).decode("ascii"), safe="")
-    return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}&skn={urllib.parse.quote(key_name, safe='')}"
+    token = f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
+    return token + (f"&skn={urllib.parse.quote(key_name, safe='')}" if key_name else "")
 
 
 class SasCredential:

@@ -271,8 +271,8 @@ class DeviceSpec(_IdentitySpec):
 class ModuleSpec(_IdentitySpec):
     """What the user declares for one module identity (iot-api-2.md §1)."""
 
-    __slots__ = ("module_id",)
-    OPTIONS = {**_IdentitySpec.OPTIONS, "module_id": (str, REQUIRED)}
+    __slots__ = ("module_id", "managed_by")
+    OPTIONS = {**_IdentitySpec.OPTIONS, "module_id": (str, REQUIRED), "managed_by": (str, None)}
     CHECKS = {**_IdentitySpec.CHECKS, "module_id": _check_module_id}
 
     def _rules(self) -> List[str]:

@@ -10,7 +10,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import option_names, plan_diff
-from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import connection_strings, hide_plan_secrets, hide_secrets, redact_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import (
+    connection_strings,
+    hide_document_secrets,
+    hide_plan_secrets,
+    hide_secrets,
+    redact_device,
+)
 
 
 def identity_result(module: AnsibleModule, client, ensure, read_back, name: str, header: str, fields) -> dict:
@@ -37,6 +43,9 @@ def identity_result(module: AnsibleModule, client, ensure, read_back, name: str,
     hide_secrets(module, res.obj, keep)
     result = {"changed": res.changed, "action": acted.action, "changes": option_names(acted.changes),
               name: redact_device(res.obj, keep), "notes": res.notes}
+    if res.twin is not None:  # the task manages tags or desired properties: what the twin holds now
+        hide_document_secrets(module, res.twin)
+        result["twin"] = twin_of(res.twin)
     if keep:
         result.update(connection_strings(client.host, res.obj))
     if module._diff:

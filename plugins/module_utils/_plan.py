@@ -43,6 +43,7 @@ class DevicePlan:
     twin: Dict[str, Any] = field(default_factory=dict)  # plan_twin(): what the twin needs (empty: nothing)
     twin_etag: Optional[str] = None  # the twin etag read (If-Match of the twin PATCH)
     twin_view: tuple = ({}, {})  # (before, after) of the twin keys that change, for the diff
+    twin_result: Optional[Dict[str, Any]] = None  # the twin as the PATCH answered it (None: not written, or lost)
 
     @property
     def changed(self) -> bool:
@@ -259,8 +260,10 @@ def plan_module(spec, current: Optional[Dict[str, Any]], fresh_key: Optional[str
     name = f"{spec.device_id}/{spec.module_id}"
     before = module_view(current)
     etag = current.get("etag") if current else None
+    managed_by = getattr(spec, "managed_by", None)
+    moves_owner = managed_by is not None and current is not None and managed_by != current.get("managedBy")
     if edge_managed(current) and not force and (spec.state == "absent" or spec.rotate_keys
-                                                or spec.wanted_auth_type is not None):
+                                                or spec.wanted_auth_type is not None or moves_owner):
         raise PlanError(f"{label} is managed by the IoT Edge runtime (managedBy: {current.get('managedBy')}), which "
                         "creates and deletes it from the deployment; changing or deleting it here fights the edge agent. "
                         "Set force=true to do it anyway")
@@ -272,13 +275,18 @@ def plan_module(spec, current: Optional[Dict[str, Any]], fresh_key: Optional[str
     after = dict(base)
     after.update(desired_auth(spec, base, label))
     rotate_keys(after, before, spec.rotate_keys, fresh_key, label)
+    if managed_by is not None:  # not given: not managed (echoed as it is)
+        after["managed_by"] = managed_by
     if current is None:
         body = {"moduleId": spec.module_id, "deviceId": spec.device_id, "authentication": _auth_body(after)}
-        changes = {f: (None, after[f]) for f in AUTH_FIELDS if after[f] is not None}
+        if managed_by is not None:
+            body["managedBy"] = managed_by
+        changes = {f: (None, after[f]) for f in MODULE_FIELDS if after[f] is not None}
         return DevicePlan(name, "create", changes, body, None, None, after)
-    changes = {f: (before[f], after[f]) for f in AUTH_FIELDS if _norm_tp(before[f]) != _norm_tp(after[f])}
+    changes = {f: (before[f], after[f]) for f in MODULE_FIELDS if _norm_tp(before[f]) != _norm_tp(after[f])}
     if not changes:
         return DevicePlan(name, "none", {}, None, etag, before, before)
     body = copy.deepcopy(current)
     body["authentication"] = _auth_body(after)
+    body["managedBy"] = after["managed_by"]
     return DevicePlan(name, "update", changes, body, etag, before, after)

@@ -50,6 +50,7 @@ class Converged:
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)  # for module.warn: what a user must see (check mode guesses)
     written: Optional[Any] = None  # the first plan this task wrote (its answer may have been lost), else None
+    twin: Optional[Any] = None  # identities whose twin the task manages: the twin it leaves (``_twin.twin_after``)
 
     @property
     def acted(self) -> Any:

@@ -36,7 +36,13 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
     place_problem,
     resolve_parent,
 )
-from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
+from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import (
+    declared,
+    plan_twin_part,
+    read_twin,
+    twin_after,
+    write_twin,
+)
 
 
 class DeviceResource(Resource):
@@ -159,6 +165,8 @@ def ensure_device(client: IoTHubClient, spec: DeviceSpec, *, check_mode: bool, p
     out = converge(res, check_mode=check_mode, pinned_etag=pinned_etag, state_present=spec.state == "present",
                    notes=notes)
     out.warnings = sorted(set(res.warnings))
+    if declared(spec) and spec.state == "present":
+        out.twin = twin_after(out, res.twin)
     if out.acted.action == "delete" and out.changed and not check_mode and not orphan_children:
         _check_no_orphans(client, spec.device_id, out.acted.before, res.deleted_scope)
     return out

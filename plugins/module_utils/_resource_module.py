@@ -26,7 +26,13 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import (
     Written,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key
-from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import plan_twin_part, read_twin, write_twin
+from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import (
+    declared,
+    plan_twin_part,
+    read_twin,
+    twin_after,
+    write_twin,
+)
 
 
 class ModuleResource(Resource):
@@ -92,5 +98,9 @@ class ModuleResource(Resource):
 def ensure_module(client: IoTHubClient, spec: ModuleSpec, *, check_mode: bool, pinned_etag: Optional[str] = None,
                   force: bool = False) -> Converged:
     notes: List[str] = []
-    return converge(ModuleResource(client, spec, force=force), check_mode=check_mode, pinned_etag=pinned_etag,
-                    state_present=spec.state == "present", notes=notes)
+    res = ModuleResource(client, spec, force=force)
+    out = converge(res, check_mode=check_mode, pinned_etag=pinned_etag, state_present=spec.state == "present",
+                   notes=notes)
+    if declared(spec) and spec.state == "present":
+        out.twin = twin_after(out, res.twin)
+    return out

@@ -98,6 +98,7 @@ def _patch_twin(client, plan, device_id: str, landed: bool, module_id: Optional[
         etag = (client.get_twin(device_id, module_id) or {}).get("etag")
     r = client.patch_twin(device_id, patch, etag, module_id)
     if r.status_code == 200:
+        plan.twin_result = r.json()
         return None
     if is_conflict(r.status_code, "update"):
         return Written(False, None, r.status_code, maybe_applied(r), landed=landed)
@@ -202,3 +203,20 @@ def twin_change_view(patch: Dict[str, Any], current: Optional[Dict[str, Any]]) -
         if value is not None:
             after[key] = value
     return before, after
+
+
+def twin_after(converged, read: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The twin a task leaves (what ``iothub_device`` and ``iothub_module`` return as ``twin``): as the hub answered
+    the PATCH; as read when nothing was (left) to write; in check mode, or after a lost answer, what the plan puts
+    in (the sections as read with the declared changes merged)."""
+    if converged.plan.action == "none" or not converged.acted.twin:
+        return read or {}
+    if converged.acted.twin_result is not None:
+        return converged.acted.twin_result
+    full = converged.acted.twin.get("full") or {}
+    out = dict(read or {})
+    if "tags" in full:
+        out["tags"] = full["tags"]
+    if "desired" in full:
+        out["properties"] = dict(out.get("properties") or {}, desired=full["desired"])
+    return out

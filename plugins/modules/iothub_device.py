@@ -259,6 +259,15 @@ secondary_connection_string:
   returned: when O(return_secrets=true) and the device uses SAS keys
   type: str
   sample: HostName=myhub.azure-devices.net;DeviceId=plant-gw;SharedAccessKey=...
+twin:
+  description:
+    - The device twin as the task leaves it, when the task manages O(tags) or O(desired_properties) (so that no
+      second task is needed to read back what was applied). In check mode, what the task would write.
+    - Values under names that say password, secret, key or token are masked.
+  returned: when O(tags) or O(desired_properties) is given and O(state=present)
+  type: dict
+  version_added: 1.2.0
+  sample: {tags: {site: plant-7}, properties: {desired: {interval: 30}, reported: {}}, version: 4, etag: AAAAAAAAAAM=}
 notes:
   description: What happened on the way, for example a conflicting change that made the module re-read and re-plan.
   returned: always

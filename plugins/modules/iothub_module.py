@@ -90,6 +90,14 @@ options:
         slot, V(swap) exchanges the two. The other key is kept.
     type: str
     choices: [primary, secondary, swap]
+  managed_by:
+    description:
+      - The module's C(managedBy). V(IotEdge) pre-creates a custom module as one the IoT Edge runtime owns (the
+        edge agent then manages it with its deployment); any other value names another owner. Not given, the
+        module's C(managedBy) is kept as it is.
+      - Changing the owner of a module the IoT Edge runtime manages needs O(force=true).
+    type: str
+    version_added: 1.2.0
   force:
     description:
       - Change or delete a module that the IoT Edge runtime manages (C(managedBy) C(IotEdge)). The edge agent
@@ -181,6 +189,15 @@ secondary_connection_string:
   description: The module connection string with its secondary key (in a failed result too, like RV(connection_string)).
   returned: when O(return_secrets=true) and the module uses SAS keys
   type: str
+twin:
+  description:
+    - The module twin as the task leaves it, when the task manages O(tags) or O(desired_properties) (so that no
+      second task is needed to read back what was applied). In check mode, what the task would write.
+    - Values under names that say password, secret, key or token are masked.
+  returned: when O(tags) or O(desired_properties) is given and O(state=present)
+  type: dict
+  version_added: 1.2.0
+  sample: {tags: {site: plant-7}, properties: {desired: {interval: 30}, reported: {}}, version: 4, etag: AAAAAAAAAAM=}
 notes:
   description: What happened on the way (a conflict that made the module re-read and re-plan, a lost answer).
   returned: always
@@ -194,10 +211,10 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._models import Mod
 from ansible_collections.fleet.azure_iot.plugins.module_utils._output import identity_result
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import build_hub_client
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import IOTHUB_ARGS, run_module
-from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import AUTH_FIELDS
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import MODULE_FIELDS
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_module import ensure_module
 
-SPEC_OPTIONS = ("device_id", "module_id", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
+SPEC_OPTIONS = ("device_id", "module_id", "managed_by", "state", "auth_type", "primary_key", "secondary_key", "primary_thumbprint",
                 "secondary_thumbprint", "tags", "desired_properties", "rotate_keys")
 
 
@@ -209,7 +226,7 @@ def run(module: AnsibleModule) -> dict:
         module, client,
         lambda: ensure_module(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"], force=p["force"]),
         lambda: client.get_module(spec.device_id, spec.module_id), "module",
-        f"iothub module {spec.device_id}/{spec.module_id}", AUTH_FIELDS)
+        f"iothub module {spec.device_id}/{spec.module_id}", MODULE_FIELDS)
 
 
 def main() -> None:
@@ -227,6 +244,7 @@ def main() -> None:
             tags=dict(type="dict"),
             desired_properties=dict(type="dict"),
             rotate_keys=dict(type="str", choices=["primary", "secondary", "swap"]),
+            managed_by=dict(type="str"),
             force=dict(type="bool", default=False),
             etag=dict(type="str"),
             return_secrets=dict(type="bool", default=False),
