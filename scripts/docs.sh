@@ -15,6 +15,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from support.ansible import install_collection; install_collection(Path('$work'))" 2>/dev/null \
   || "$VENV/bin/python" -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from support.ansible import install_collection; install_collection(Path('$work'))"
+# The guides (docs/*.md) become the collection's extra docs, linked from its index.
+"$VENV/bin/python" scripts/docs_guides.py "$work/ansible_collections/fleet/azure_iot"
 mkdir -m 700 "$work/site"
 ANSIBLE_COLLECTIONS_PATH="$work" antsibull-docs sphinx-init --use-current --dest-dir "$work/site" fleet.azure_iot >/dev/null
 # Offline build: no intersphinx inventories from the internet (links to docs.ansible.com stay plain links).
