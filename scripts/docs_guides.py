@@ -23,9 +23,15 @@ def page_name(md: Path) -> str:
 
 def convert(md: Path) -> str:
     text = md.read_text()
-    # A Mermaid diagram shows as its source (no JavaScript renderer offline); say so, and keep it readable.
-    text = re.sub(r"```mermaid\n", "```text\n", text)
+    # A Mermaid diagram shows as its source (the site renders no JavaScript diagrams; GitHub does): said so, and
+    # kept readable (line breaks inside nodes as " / ").
+    text = re.sub(r"```mermaid\n(.*?)```", lambda m: "*Diagram (Mermaid source):*\n\n```text\n"
+                  + m.group(1).replace("<br/>", " / ") + "```", text, flags=re.S)
     rst = pypandoc.convert_text(text, "rst", format="gfm", extra_args=["--wrap=none"])
+    # RST cannot nest code in bold: "**``x`` says**" shows its backticks; the code goes in front of the bold.
+    rst = re.sub(r"\*\*``([^`]+)``([^*]+)\*\*",
+                 lambda m: f"``{m.group(1)}`` **{m.group(2).strip()}**" if m.group(2).strip() else f"``{m.group(1)}``",
+                 rst)
     # Links between guides point at their pages on the site; other files at the repository's copy.
     rst = re.sub(r"<([a-z0-9-]+)\.md(#[^>]*)?>`__", lambda m: f"<{page_name(Path(m.group(1)))}.html{m.group(2) or ''}>`__", rst)
     # Every label of a collection's extra docs must carry the collection's prefix (antsibull-docs skips a page
