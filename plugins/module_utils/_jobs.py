@@ -33,7 +33,7 @@ def check_container_uri(uri: str, option: str = "storage_container_uri") -> None
     parts = urllib.parse.urlsplit(uri or "")
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise InputError(f"{option}: must be the https URL of a blob container with a SAS token "
-                          "(https://<account>.blob.core.windows.net/<container>?sv=...&sp=rwdl&sig=...)")
+                         "(https://<account>.blob.core.windows.net/<container>?sv=...&sp=rwdl&sig=...)")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise InputError(f"{option}: plain http is accepted only on loopback (Azurite); use https")
     if not parts.path.strip("/"):
@@ -45,7 +45,7 @@ def check_container_uri(uri: str, option: str = "storage_container_uri") -> None
     missing = [name for p, name in (("r", "read"), ("w", "write"), ("l", "list"), ("d", "delete")) if p not in perms]
     if perms and missing:
         raise InputError(f"{option}: the SAS token lacks the {', '.join(missing)} right(s) (sp={perms}); import "
-                          "and export jobs need read, write, list and delete on the container")
+                         "and export jobs need read, write, list and delete on the container")
 
 
 def redacted(uri: str) -> str:
