@@ -56,6 +56,26 @@ options:
       - Exactly one of O(devices) and O(tree) is required.
     type: list
     elements: raw
+  devices_file:
+    description:
+      - The fleet as a file on the host that runs the task, instead of O(devices) or O(tree) (mutually exclusive),
+        for fleets from a manufacturing database or a CSV export. It is read line by line and never passes through
+        Ansible's templating or the module's arguments. Each entry is merged with O(defaults).
+      - JSON Lines (C(.jsonl), C(.ndjson), C(.json)) hold one entry per line with the keys of a O(devices) entry, or
+        a device id string. CSV (C(.csv)) has a header row whose columns are the entry keys (C(device_id),
+        C(status), C(parent), C(edge_enabled), ...) and C(tags.<name>) or C(desired_properties.<path>) for twin
+        values (dots nest). An empty cell is an option not given (not managed); a twin cell that reads as JSON (a
+        number, V(true), V(false), V(null) which removes the key, an object) is that value, else the text.
+      - A C(.gz) file is read through gzip; a byte order mark and CRLF line ends are accepted. Every problem (a
+        missing file, a bad line, an unknown column, a device declared twice) fails before any request, naming the
+        file, the line and the fix.
+    type: path
+    version_added: 1.2.0
+  devices_file_format:
+    description: The format of O(devices_file) when its name does not say it.
+    type: str
+    choices: [jsonl, csv]
+    version_added: 1.2.0
   tree:
     description:
       - The devices as a tree instead of a flat list, mutually exclusive with O(devices). It is a list of nodes,
@@ -393,7 +413,12 @@ import uuid
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.reconcile import BulkReconciler
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import BulkOptions, parse_fleet, validate_fleet
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import (
+    BulkOptions,
+    parse_devices_file,
+    parse_fleet,
+    validate_fleet,
+)
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import FleetJobs
 from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pacer
@@ -422,8 +447,12 @@ def rotated_secrets(module: AnsibleModule, client, rec: BulkReconciler) -> dict:
 def run(module: AnsibleModule) -> dict:
     p = module.params
     hide_document_secrets(module, p["tree"])  # the deployments of tree nodes: registry passwords, secret env values
-    specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
-                                                        secret_mask(module).add)
+    if p["devices_file"] is not None:  # read line by line here, never through Ansible's templating
+        specs = parse_devices_file(p["devices_file"], p["devices_file_format"], p["defaults"], secret_mask(module).add)
+        declares_children, deployments = set(), {}
+    else:
+        specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
+                                                            secret_mask(module).add)
     options = BulkOptions.from_params(p, module.check_mode, module._diff)
     validate_fleet(specs, options)
     client = build_hub_client(p, module.warn)
@@ -483,6 +512,8 @@ def main() -> None:
             IOTHUB_ARGS,
             devices=dict(type="list", elements="raw"),
             tree=dict(type="list", elements="dict"),
+            devices_file=dict(type="path"),
+            devices_file_format=dict(type="str", choices=["jsonl", "csv"]),
             prune_children=dict(type="bool", default=False),
             prune_descendants=dict(type="bool", default=False),
             orphan_children=dict(type="bool", default=False),
@@ -503,8 +534,8 @@ def main() -> None:
             return_secrets=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
-        required_one_of=[("devices", "tree")],
-        mutually_exclusive=[("devices", "tree")],
+        required_one_of=[("devices", "tree", "devices_file")],
+        mutually_exclusive=[("devices", "tree", "devices_file")],
     )
     run_module(module, run)
 

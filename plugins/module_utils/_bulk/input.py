@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.devices_file import read_entries
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
     format_validation_error,
     PlanError,
@@ -129,21 +130,39 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def parse_specs(devices, defaults, labels: Optional[List[str]] = None) -> List[DeviceSpec]:
     """Validate every entry before any request; errors name the entry (its tree path when given) and the option."""
+    return parse_entries(((labels[i] if labels else f"devices[{i}]", entry) for i, entry in enumerate(devices)),
+                         defaults)
+
+
+def parse_entries(pairs, defaults, hide=None) -> List[DeviceSpec]:
+    """(label, entry) pairs (a list, or a file read line by line) -> validated specs, merged with DEFAULTS; errors name
+    each entry by its label (``devices[3]``, a tree path, ``fleet.csv:12``) and the option.  ``hide`` is called
+    with every declared key.  A device id declared twice is an error naming both places."""
     if not isinstance(defaults, dict):
         raise PlanError("defaults must be a dictionary of device options")
-    specs, problems = [], []
-    for i, entry in enumerate(devices):
+    specs, problems, seen = [], [], {}
+    for where, entry in pairs:
         if isinstance(entry, str):
             entry = {"device_id": entry}  # a bare device id
         if not isinstance(entry, dict):
-            problems.append(f"devices[{i}]: must be a device id or a dictionary with at least device_id")
+            problems.append(f"{where}: must be a device id or a dictionary with at least device_id")
             continue
+        if hide is not None:
+            for k in ("primary_key", "secondary_key"):
+                if isinstance(entry.get(k), str):
+                    hide(entry[k])
+        did = entry.get("device_id")
+        if isinstance(did, str) and ":" in where:  # a file: a duplicate is named with both lines
+            if did in seen:
+                problems.append(f"{where}: device {did!r} is declared again (first at {seen[did]}); declare each "
+                                "device once")
+                continue
+            seen[did] = where
         merged = {**defaults, **entry}
         for key in ("tags", "desired_properties"):  # dictionaries merge key by key; the entry wins
             if isinstance(defaults.get(key), dict) and isinstance(entry.get(key), dict):
                 merged[key] = deep_merge(defaults[key], entry[key])
-        where = labels[i] if labels else f"devices[{i}]"
-        label = f"{where} ({entry.get('device_id')})" if entry.get("device_id") else where
+        label = f"{where} ({entry.get('device_id')})" if entry.get("device_id") and ":" not in where else where
         try:
             specs.append(DeviceSpec(**merged))
         except SpecError as exc:
@@ -203,6 +222,15 @@ def flatten_tree(tree):
     if problems:
         raise PlanError("Invalid tree: " + "; ".join(problems[:10]))
     return out, paths, declares_children, deployments
+
+
+def parse_devices_file(path: str, fmt, defaults, hide=None) -> List[DeviceSpec]:
+    """``devices_file``: the fleet read line by line and validated before any request (see devices_file.py)."""
+    if hide is not None:
+        for k in ("primary_key", "secondary_key"):
+            if isinstance((defaults or {}).get(k), str):
+                hide(defaults[k])
+    return parse_entries(read_entries(path, fmt), defaults or {}, hide)
 
 
 def parse_fleet(devices, tree, defaults, hide=None):
