@@ -107,7 +107,7 @@ def _csv(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
         return
     header = [h.strip() for h in header]
     for column in header:
-        section, _, rest = column.partition(".")
+        section, _dot, rest = column.partition(".")
         if column in CSV_OPTIONS or (section in ("tags", "desired_properties") and rest):
             continue
         raise InputError(f"devices_file: {path}:1: unknown column {column!r}; columns are the device options "
@@ -125,7 +125,7 @@ def _csv(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
         for column, cell in zip(header, row):
             if cell == "":
                 continue  # an empty cell: not given, not managed
-            section, _, rest = column.partition(".")
+            section, _dot, rest = column.partition(".")
             if section in ("tags", "desired_properties") and rest:
                 _set_path(entry.setdefault(section, {}), rest.split("."), _cell(cell))
             elif column == "edge_enabled":
