@@ -164,7 +164,13 @@ def _finish(client, new_id: str, old: List[Dict[str, Any]], check_mode: bool, ti
         sleep(POLL_SECONDS[min(polls, len(POLL_SECONDS) - 1)])
         polls += 1
     for gen in old:
-        r = client.delete_configuration(gen["id"], gen.get("etag") or "*")
+        etag = gen.get("etag")
+        if not etag:  # never an unconditional delete: the etag of a strongly consistent read
+            current = client.get_configuration(gen["id"])
+            if current is None:
+                continue
+            etag = current.get("etag")
+        r = client.delete_configuration(gen["id"], etag)
         if r.status_code in (200, 204, 404):
             notes.append(f"deleted the older generation {gen['id']!r}")
             continue
