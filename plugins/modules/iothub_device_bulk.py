@@ -71,6 +71,21 @@ options:
         file, the line and the fix.
     type: path
     version_added: 1.2.0
+  report_ids_limit:
+    description:
+      - The most ids each of RV(created), RV(updated), RV(deleted), RV(unchanged) and RV(failed_devices) holds (the
+        first in sorted order); RV(counts) counts them all. A fleet of 100,000 devices then reports in a few
+        kilobytes, in every AWX job event.
+    type: int
+    default: 1000
+    version_added: 1.2.0
+  report_file:
+    description:
+      - A path on the host that runs the task where the full outcome is written as JSON Lines, one line per device
+        (C(id), C(action) one of C(create), C(update), C(delete), C(none), C(failed), and C(error)), so that a
+        pipeline can archive it. Replaced atomically.
+    type: path
+    version_added: 1.2.0
   devices_file_format:
     description: The format of O(devices_file) when its name does not say it.
     type: str
@@ -311,6 +326,12 @@ unchanged:
   returned: always
   type: list
   elements: str
+counts:
+  description: How many devices each list holds in full (the lists stop at O(report_ids_limit) ids).
+  returned: always
+  type: dict
+  version_added: 1.2.0
+  sample: {created: 0, updated: 12, deleted: 0, unchanged: 99988, failed_devices: 0}
 failed_devices:
   description:
     - The devices the hub refused, with its error. (Ansible reserves the result key C(failed) for the task
@@ -408,6 +429,8 @@ notes:
   elements: str
 """
 
+import json
+import os
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
@@ -444,8 +467,40 @@ def rotated_secrets(module: AnsibleModule, client, rec: BulkReconciler) -> dict:
     return {"secrets": out}
 
 
+def outcome_lists(out, limit: int) -> dict:
+    """The result's id lists, each the first LIMIT ids in sorted order, and ``counts`` of them all: one refused
+    device in a fleet of 100,000 does not print every unchanged id."""
+    failed = sorted(out.failed, key=lambda f: f["deviceId"])
+    return {"created": sorted(out.created)[:limit], "updated": sorted(out.updated)[:limit],
+            "deleted": sorted(out.deleted)[:limit], "unchanged": sorted(out.unchanged)[:limit],
+            "failed_devices": failed[:limit],
+            "counts": {"created": len(out.created), "updated": len(out.updated), "deleted": len(out.deleted),
+                       "unchanged": len(out.unchanged), "failed_devices": len(out.failed)}}
+
+
+def write_report(path: str, specs, out) -> None:
+    """``report_file``: the full per-device outcome as JSON Lines (id, action, error), replaced atomically."""
+    failed = {f["deviceId"]: f for f in out.failed}
+    ids = sorted({s.device_id for s in specs} | out.created | out.updated | out.deleted | set(failed))
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for did in ids:
+                action = ("failed" if did in failed else "create" if did in out.created else "update"
+                          if did in out.updated else "delete" if did in out.deleted else "none")
+                err = failed.get(did)
+                fh.write(json.dumps({"id": did, "action": action,
+                                     "error": f"{err['errorCode']}: {err.get('errorStatus') or ''}" if err else None})
+                         + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ModuleFailure(f"report_file: cannot write {path!r}: {exc.strerror or exc}") from None
+
+
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    if p["report_ids_limit"] < 0:
+        raise ModuleFailure("report_ids_limit must be 0 or more")
     hide_document_secrets(module, p["tree"])  # the deployments of tree nodes: registry passwords, secret env values
     if p["devices_file"] is not None:  # read line by line here, never through Ansible's templating
         specs = parse_devices_file(p["devices_file"], p["devices_file_format"], p["defaults"], secret_mask(module).add)
@@ -479,17 +534,16 @@ def run(module: AnsibleModule) -> dict:
             f"{exc}. Applied before the failure: created {len(out.created)}, updated {len(out.updated)}, deleted "
             f"{len(out.deleted)}; not done: {len(pending)} device(s) ({', '.join(pending[:10])}"
             f"{', ...' if len(pending) > 10 else ''}). Run again to converge.",
-            changed=out.changed, created=sorted(out.created),
-            updated=sorted(out.updated), deleted=sorted(out.deleted), unchanged=sorted(out.unchanged),
-            failed_devices=out.failed, not_done=pending, requests=client.counters.as_dict(),
+            changed=out.changed, **outcome_lists(out, p["report_ids_limit"]), not_done=pending[:p["report_ids_limit"]],
+            requests=client.counters.as_dict(),
             jobs=jobs.runner.records if jobs is not None else [],
             error=exc.to_dict(), **rotated_secrets(module, client, rec)) from None
     for warning in sorted(set(out.warnings)):
         module.warn(warning)
+    if p["report_file"]:
+        write_report(p["report_file"], specs, out)
     result = {
-        "changed": out.changed,
-        "created": sorted(out.created), "updated": sorted(out.updated), "deleted": sorted(out.deleted),
-        "unchanged": sorted(out.unchanged), "failed_devices": out.failed, "edge_devices": rec.edge_devices(),
+        "changed": out.changed, **outcome_lists(out, p["report_ids_limit"]), "edge_devices": rec.edge_devices(),
         "requests": client.counters.as_dict(),
         "notes": out.notes,
         "jobs": jobs.runner.records if jobs is not None else [],
@@ -499,7 +553,8 @@ def run(module: AnsibleModule) -> dict:
     if module._diff:
         result["diff"] = rec.diffs()
     if out.failed:
-        first = "; ".join(f"{f['deviceId']}: {f['errorCode']} ({f['operation']})" for f in out.failed[:5])
+        first = "; ".join(f"{f['deviceId']}: {f['errorCode']} ({f['operation']})"
+                          for f in sorted(out.failed, key=lambda f: f["deviceId"])[:5])
         raise ModuleFailure(f"{len(out.failed)} device(s) failed, the others were applied (created "
                             f"{len(out.created)}, updated {len(out.updated)}, deleted {len(out.deleted)}); run again "
                             f"after fixing them: {first}", **result)
@@ -514,6 +569,8 @@ def main() -> None:
             tree=dict(type="list", elements="dict"),
             devices_file=dict(type="path"),
             devices_file_format=dict(type="str", choices=["jsonl", "csv"]),
+            report_ids_limit=dict(type="int", default=1000),
+            report_file=dict(type="path"),
             prune_children=dict(type="bool", default=False),
             prune_descendants=dict(type="bool", default=False),
             orphan_children=dict(type="bool", default=False),

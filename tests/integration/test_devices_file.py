@@ -74,3 +74,25 @@ def test_bad_fleet_files_fail_before_any_request(ansible, emulator, tmp_path, co
     msg = r.task("f").result["msg"]
     assert r.rc != 0 and fragment in msg, msg
     assert w.delta("requests") == 0  # before any request
+
+
+def test_results_stay_small_and_the_full_outcome_goes_to_report_file(ansible, emulator, hub, tmp_path):
+    """#25 item 2: id lists stop at report_ids_limit (the first ids in sorted order), counts count them all, and
+    report_file holds every device's outcome."""
+    path = tmp_path / "fleet.jsonl"
+    write_jsonl(path, [{"device_id": f"small-{i:03d}"} for i in range(30)])
+    report = tmp_path / "report.jsonl"
+    emulator.refuse("small-017", code="ArgumentInvalid")
+    r = ansible.run(play(task("f", "iothub_device_bulk", devices_file=str(path), report_ids_limit=5,
+                              report_file=str(report))))
+    res = r.task("f").result
+    assert r.rc != 0 and "1 device(s) failed" in res["msg"] and "small-017" in res["msg"]
+    assert res["created"] == [f"small-{i:03d}" for i in range(5)]
+    assert res["counts"] == {"created": 29, "updated": 0, "deleted": 0, "unchanged": 0, "failed_devices": 1}
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(lines) == 30 and {x["action"] for x in lines} == {"create", "failed"}
+    assert [x["id"] for x in lines if x["action"] == "failed"] == ["small-017"] and lines[17]["error"]
+    again = run_ok(ansible, play(task("f", "iothub_device_bulk", devices_file=str(path), report_ids_limit=5,
+                                      report_file=str(report))))
+    assert again.task("f").result["counts"]["unchanged"] == 29 and len(again.task("f").result["unchanged"]) == 5
+    assert sum(1 for line in report.read_text().splitlines() if '"action": "none"' in line) == 29
