@@ -128,10 +128,18 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def parse_specs(devices, defaults, labels: Optional[List[str]] = None) -> List[DeviceSpec]:
+def parse_specs(devices, defaults, labels: Optional[List[str]] = None, hide=None) -> List[DeviceSpec]:
     """Validate every entry before any request; errors name the entry (its tree path when given) and the option."""
     return parse_entries(((labels[i] if labels else f"devices[{i}]", entry) for i, entry in enumerate(devices)),
-                         defaults)
+                         defaults, hide)
+
+
+def _hide_keys(entry, hide) -> None:
+    """Call HIDE with the keys an entry (or the defaults) declares, so that the caller can mask them."""
+    if hide is not None and isinstance(entry, dict):
+        for k in ("primary_key", "secondary_key"):
+            if isinstance(entry.get(k), str):
+                hide(entry[k])
 
 
 def parse_entries(pairs, defaults, hide=None) -> List[DeviceSpec]:
@@ -140,6 +148,7 @@ def parse_entries(pairs, defaults, hide=None) -> List[DeviceSpec]:
     with every declared key.  A device id declared twice is an error naming both places."""
     if not isinstance(defaults, dict):
         raise PlanError("defaults must be a dictionary of device options")
+    _hide_keys(defaults, hide)
     specs, problems, seen = [], [], {}
     for where, entry in pairs:
         if isinstance(entry, str):
@@ -147,10 +156,7 @@ def parse_entries(pairs, defaults, hide=None) -> List[DeviceSpec]:
         if not isinstance(entry, dict):
             problems.append(f"{where}: must be a device id or a dictionary with at least device_id")
             continue
-        if hide is not None:
-            for k in ("primary_key", "secondary_key"):
-                if isinstance(entry.get(k), str):
-                    hide(entry[k])
+        _hide_keys(entry, hide)
         did = entry.get("device_id")
         if isinstance(did, str) and ":" in where:  # a file: a duplicate is named with both lines
             if did in seen:
@@ -226,10 +232,6 @@ def flatten_tree(tree):
 
 def parse_devices_file(path: str, fmt, defaults, hide=None) -> List[DeviceSpec]:
     """``devices_file``: the fleet read line by line and validated before any request (see devices_file.py)."""
-    if hide is not None:
-        for k in ("primary_key", "secondary_key"):
-            if isinstance((defaults or {}).get(k), str):
-                hide(defaults[k])
     return parse_entries(read_entries(path, fmt), defaults or {}, hide)
 
 
@@ -240,10 +242,4 @@ def parse_fleet(devices, tree, defaults, hide=None):
         entries, paths, declares_children, deployments = devices, None, set(), {}
     else:
         entries, paths, declares_children, deployments = flatten_tree(tree)
-    if hide is not None:
-        for entry in list(entries) + [defaults or {}]:
-            if isinstance(entry, dict):
-                for k in ("primary_key", "secondary_key"):
-                    if isinstance(entry.get(k), str):
-                        hide(entry[k])
-    return parse_specs(entries, defaults, paths), declares_children, deployments
+    return parse_specs(entries, defaults, paths, hide), declares_children, deployments
