@@ -91,13 +91,15 @@ class RestClient:
     def send(self, method: str, path: str, what: str, *, body: Any = None, content: Optional[bytes] = None,
              etag: Optional[str] = None,
              headers: Optional[Dict[str, str]] = None, safe: bool = True, right: Optional[str] = None, budget=None,
-             cost: int = 1, registry: int = 0, write: Optional[bool] = None, bulk: bool = False):
+             cost: int = 1, registry: int = 0, write: Optional[bool] = None, bulk: bool = False,
+             prepaid: bool = False):
         """A request that writes (or a POST that reads, ``write=False``): the response, whatever its status, for the
-        caller to read its conflicts.  With ETAG it is conditional (If-Match)."""
+        caller to read its conflicts.  With ETAG it is conditional (If-Match).  ``prepaid``: see
+        ``HttpClient.request``."""
         h = dict(if_match(etag))
         h.update(headers or {})
         r = self.http.request(method, path, json_body=body, content=content, headers=h, safe=safe, what=what, right=right,
-                              budget=budget, cost=cost, write=write)
+                              budget=budget, cost=cost, write=write, prepaid=prepaid)
         if write is False:
             return r
         self.counters.add(writes=1, registry_operations=registry, bulk_calls=1 if bulk else 0)

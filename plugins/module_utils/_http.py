@@ -216,7 +216,7 @@ class HttpClient:
     def request(self, method: str, path: str, *, json_body=None, content: bytes | None = None,
                 headers: dict | None = None, params: dict | None = None, safe: bool, what: str | None = None,
                 url: str | None = None, write: bool | None = None, right: str | None = None, budget=None,
-                cost: int = 1):
+                cost: int = 1, prepaid: bool = False):
         """Send a request; retry per the rules above; return the final response (any status < 429 except 5xx).
 
         ``safe`` says whether a repeat is harmless (reads, conditional writes).  ``url`` (absolute) overrides
@@ -225,7 +225,8 @@ class HttpClient:
         access right the call needs ("RegistryWrite", "RegistryRead+ServiceConnect"), named when it is refused.
         ``budget``: the quota (``_pacing.Budget``) the call counts against: every attempt, a retry after a 429
         included, waits for room for ``cost`` and is counted (a retry that skipped the budget would be invisible
-        to the pacing, and run into the next 429), and the budget is told of every 429.
+        to the pacing, and run into the next 429), and the budget is told of every 429.  ``prepaid``: the caller
+        took the first attempt's room from the budget already (``Budget.take``, a bulk call cut to the quota).
         """
         is_write = method in WRITE_METHODS if write is None else write
         what = what or f"{method} {path}"
@@ -240,7 +241,7 @@ class HttpClient:
                 h["Content-Type"] = "application/json; charset=utf-8"
             h.update(headers or {})
             response, transport_error, sent = None, None, True
-            if budget is not None:
+            if budget is not None and (attempt or not prepaid):
                 paced = budget.acquire(cost)
                 waited += paced if attempt else 0.0  # pacing before the first attempt is not a retry
             try:
@@ -282,7 +283,7 @@ class HttpClient:
                                           f"({type(transport_error).__name__}: {transport_error}); the write may "
                                           "have been applied", attempts=attempt + 1)
             if budget is not None and response is not None and response.status_code == 429:
-                budget.on_throttled()
+                budget.on_throttled(cost)
             delay = self.policy.delay(attempt, response)
             # the retry also waits for room under the quota (in acquire, at the top of the loop): both count
             # against the retry budget

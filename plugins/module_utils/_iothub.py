@@ -98,16 +98,18 @@ class IoTHubClient(RestClient):
         return self.send("DELETE", self._module_path(device_id, module_id), f"delete module {device_id}/{module_id}",
                          etag=etag, right="RegistryWrite", registry=1)
 
-    def bulk(self, entries: List[Any]):
+    def bulk(self, entries: List[Any], prepaid: bool = False):
         """POST /devices with at most 100 conditional entries (a repeat cannot apply twice: safe to retry).  An entry
-        is a dict, or its JSON text (the bulk path keeps entries serialized: they are sent as they are)."""
+        is a dict, or its JSON text (the bulk path keeps entries serialized: they are sent as they are).
+        ``prepaid``: the caller took the room for the first attempt from the registry budget (``Budget.take``)."""
         if entries and all(isinstance(e, str) for e in entries):
             return self.send("POST", "/devices", f"bulk call of {len(entries)} devices",
                              content=("[" + ",".join(entries) + "]").encode("utf-8"), right="RegistryWrite",
-                             budget=self.pacer.registry, cost=len(entries), registry=len(entries), bulk=True)
+                             budget=self.pacer.registry, cost=len(entries), registry=len(entries), bulk=True,
+                             prepaid=prepaid)
         return self.send("POST", "/devices", f"bulk call of {len(entries)} devices", body=entries,
                          right="RegistryWrite", budget=self.pacer.registry, cost=len(entries),  # each device counts once
-                         registry=len(entries), bulk=True)
+                         registry=len(entries), bulk=True, prepaid=prepaid)
 
     # ------------------------------------------------------------ configurations
     def get_configuration(self, cfg_id: str) -> Optional[Dict[str, Any]]:

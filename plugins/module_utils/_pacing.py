@@ -8,6 +8,12 @@ IoT Hub counts registry operations (each device of a bulk call once) and query p
 window of what was sent in the last minute and makes a caller wait until its cost fits, so that a fleet spreads
 its calls over the minutes the quota needs.  The quota is the one the user states (``hub_sku``, ``hub_units``),
 or is learnt from the first 429: what went through in the minute before it is what the hub allows.
+
+A stated quota is used in full, and a bulk call may be cut to what is left of the minute (``take``): S1 with two
+units sends 200 devices a minute, not two calls of 100 and then a wait.  On a window that starts empty, N
+operations at Q per minute then need 60 x (ceil(N / Q) - 1) seconds plus a second of slack per minute (the
+quota floor of docs/emulator.md).  A learnt quota is paced a little under what went through, and reported never
+above the figure that met the last 429.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Dict, Optional
 
 WINDOW_SECONDS = 60.0
 SLACK_SECONDS = 1.0  # the hub's window starts when a request arrives, a little after it was sent
-SHARE = 0.95  # pace a little under the quota
+SHARE = 0.95  # pace a learnt quota a little under what went through (a stated one is used in full)
 RECOVERY = 1.5  # a learnt limit grows by half per quiet minute
 SKU_QUOTAS = {  # per minute per unit: (registry operations, query pages)
     "F1": (100, 20), "B1": (100, 20), "S1": (100, 20), "B2": (100, 20), "S2": (100, 20),
@@ -56,8 +62,9 @@ class Budget:
 
     def __init__(self, per_minute: Optional[float], clock=time.monotonic, sleep=time.sleep, floor: float = 0.0,
                  wall: Optional[WallWait] = None):
-        self.limit = per_minute * SHARE if per_minute else None  # None: unknown until a 429 teaches it
+        self.limit = float(per_minute) if per_minute else None  # None: unknown until a 429 teaches it
         self.stated = bool(per_minute)  # the user's figure is trusted: a 429 under it is retried, not learnt from
+        self.met: Optional[float] = None  # a learnt quota: what had gone through when the last 429 came
         self.floor = floor  # the smallest quota any hub has: a learnt one is never lower
         self.clock, self.sleep = clock, sleep
         self.sent: deque = deque()  # (time, cost)
@@ -127,12 +134,42 @@ class Budget:
             self.sleep(delay)
             waited += delay
 
-    def on_throttled(self) -> None:
-        """A 429.  Under a stated quota it is counted and retried (with the usual backoff), never learnt from: the
-        user's figure stands.  Otherwise the hub's quota is what went through in the last minute, at least the
-        smallest quota any hub has; a later 429 can lower it, and quiet windows let it grow back."""
+    def take(self, most: int) -> int:
+        """A call that can be cut (a bulk call of MOST devices): block until at least one operation fits, then
+        count and return how many go now (MOST, or what is left of the minute's quota).  The caller sends that
+        many and leaves the rest for its next call, so the minute's budget is used, not left idle because a
+        whole call of 100 no longer fits."""
+        waited = False
+        while True:
+            with self._lock:
+                now = self.clock()
+                self._recover(now)
+                used = self._used(now)
+                room = most if self.limit is None else int(self.limit - used)
+                if room >= 1 or not self.sent:
+                    count = max(1, min(most, room))
+                    self.sent.append((now, count))
+                    if waited:
+                        self.wall.end()
+                    return count
+                delay = self._delay(1, now)
+                if not waited:
+                    self.wall.begin()
+                    waited = True
+            self.sleep(delay)
+
+    def on_throttled(self, cost: float = 0) -> None:
+        """A 429 for a call of COST.  The refused call did not count at the hub: it leaves the window (counting
+        it would teach a quota above the hub's).  Under a stated quota the 429 is counted and retried (with the
+        usual backoff), never learnt from: the user's figure stands.  Otherwise the hub's quota is what went
+        through in the last minute, at least the smallest quota any hub has; a later 429 can lower it, and quiet
+        windows let it grow back."""
         with self._lock:
             self.throttled += 1
+            for i in range(len(self.sent) - 1, -1, -1):
+                if cost and self.sent[i][1] == cost:
+                    del self.sent[i]
+                    break
             if self.stated:
                 return
             now = self.clock()
@@ -140,8 +177,19 @@ class Budget:
             used = max(self._used(now), self.floor)
             if used > 0 and (self.limit is None or used * SHARE < self.limit):
                 self.limit = used * SHARE
+            self.met = used
             self._settled = self._settled or self._grown
             self._learnt_at = now
+
+    def per_minute(self) -> Optional[int]:
+        """The quota this budget paced by, per minute: the stated one, or the learnt one (never above the figure
+        that met the last 429, even after quiet minutes let the pacing grow); None while unknown."""
+        if self.limit is None:
+            return None
+        if self.stated:
+            return round(self.limit)
+        learnt = self.limit / SHARE
+        return round(min(learnt, self.met) if self.met is not None else learnt)
 
 
 class Pacer:
@@ -156,8 +204,8 @@ class Pacer:
 
     def report(self) -> Dict[str, object]:
         return {
-            "registry_operations_per_minute": round(self.registry.limit / SHARE) if self.registry.limit else None,
-            "query_pages_per_minute": round(self.query.limit / SHARE) if self.query.limit else None,
+            "registry_operations_per_minute": self.registry.per_minute(),
+            "query_pages_per_minute": self.query.per_minute(),
             "waited_seconds": round(self.registry.waited, 1),  # one wall clock for both budgets
             "throttled_responses": self.registry.throttled + self.query.throttled,
         }

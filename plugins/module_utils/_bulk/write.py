@@ -7,6 +7,8 @@ and the twin PATCHes that remove keys."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import EXPORT_FIELDS, Known
@@ -89,15 +91,26 @@ class FleetWriter:
         return self.send_bulk(entries)
 
     def send_bulk(self, entries: List[tuple]) -> Dict[str, tuple]:
-        """POST /devices in chunks: {device id: (error or None when applied, maybe_applied)}.
+        """POST /devices in calls of at most ``batch_size``: {device id: (error or None when applied,
+        maybe_applied)}.  Each call is cut to what the minute's quota has left (``Budget.take``): under S1 x 2 a
+        call of 90 follows a call of 100 at once, rather than waiting a minute for room for another 100.
 
         ``maybe_applied``: an earlier attempt of the call reached the hub unanswered, so an entry refused now
         (409/412/404) may have been applied by that attempt."""
-        chunks = [entries[i:i + self.batch_size] for i in range(0, len(entries), self.batch_size)]
+        rest = deque(entries)
+        budget = self.client.pacer.registry
+        lock = threading.Lock()
+
+        def next_chunk() -> List[tuple]:
+            with lock:  # one caller at a time takes room and entries, so calls leave in the entries' order
+                if not rest:
+                    return []
+                count = budget.take(min(self.batch_size, len(rest)))
+                return [rest.popleft() for _n in range(count)]
 
         def post(chunk):
             try:
-                r = self.client.bulk([text for _did, _mode, text in chunk])  # serialized once, sent as it is
+                r = self.client.bulk([text for _did, _mode, text in chunk], prepaid=True)  # serialized once
             except AuthorizationError:
                 raise  # the whole call was refused for a missing right: every other call would be too; stop
             except IoTApiError as exc:  # retries exhausted: this chunk is not confirmed, the others stand
@@ -118,11 +131,20 @@ class FleetWriter:
             err = error_from_response(r, f"bulk call of {len(chunk)} devices")
             return {did: ({"deviceId": did, "errorCode": err.code or f"HTTP{r.status_code}",
                            "errorStatus": str(err), "operation": mode}, maybe) for did, mode, _text in chunk}
+        def worker(_index):
+            done: Dict[str, tuple] = {}
+            chunk = next_chunk()
+            while chunk:
+                done.update(post(chunk))
+                chunk = next_chunk()
+            return done
+
         results: Dict[str, tuple] = {}
-        if len(chunks) > 1 and not self._write_proven:
-            # The first call goes alone: a credential without the right is refused once, not once per chunk.
-            results.update(post(chunks.pop(0)))
+        if len(rest) > self.batch_size and not self._write_proven:
+            # The first call goes alone: a credential without the right is refused once, not once per call.
+            results.update(post(next_chunk()))
         self._write_proven = True
-        for part in self._pool(post, chunks):
+        calls = -(-len(rest) // self.batch_size)
+        for part in self._pool(worker, list(range(min(calls, self.max_concurrency)))):
             results.update(part)
         return results

@@ -143,11 +143,12 @@ def test_every_attempt_counts_against_the_budget_a_retry_after_a_429_included():
     def handler(req):
         calls.append(now[0])
         now[0] += 1
-        return httpx.Response(429, json=THROTTLED) if len(calls) == 1 else httpx.Response(200, json={})
+        return httpx.Response(429, json=THROTTLED) if len(calls) == 2 else httpx.Response(200, json={})
     c, _sleeps = client(handler)
-    c.request("POST", "/devices", json_body=[], safe=True, budget=budget, cost=100)
-    assert len(calls) == 2 and budget.throttled == 1
-    # the 429 taught a quota of one S1 unit (95 after the margin): the retry waited for the first attempt's
-    # minute to pass, and was counted when it was sent
-    assert calls[1] >= 60
-    assert list(budget.sent) == [(calls[1], 100)]
+    c.request("POST", "/devices", json_body=[], safe=True, budget=budget, cost=100)  # goes through
+    c.request("POST", "/devices", json_body=[], safe=True, budget=budget, cost=100)  # 429, then a retry
+    assert len(calls) == 3 and budget.throttled == 1
+    # the 429 taught a quota of one S1 unit (95 after the margin); the refused attempt did not count at the hub
+    # and leaves the window; the retry waited for the first call's minute to pass, and was counted when sent
+    assert calls[2] >= 60
+    assert list(budget.sent) == [(calls[2], 100)]
