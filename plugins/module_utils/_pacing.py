@@ -50,6 +50,11 @@ class WallWait:
                 self._since = self.clock()
             self._waiting += 1
 
+    def total(self) -> float:
+        """The seconds so far, a wait still under way included (the progress file reads it while a call waits)."""
+        with self._lock:
+            return self.seconds + (self.clock() - self._since if self._waiting else 0.0)
+
     def end(self) -> None:
         with self._lock:
             self._waiting -= 1
@@ -93,8 +98,9 @@ class Budget:
 
     @property
     def waited(self) -> float:
-        """Wall-clock seconds spent waiting for the quota (for this budget, and the other of its Pacer)."""
-        return self.wall.seconds
+        """Wall-clock seconds spent waiting for the quota (for this budget, and the other of its Pacer), a wait
+        still under way included."""
+        return self.wall.total()
 
     def _delay(self, cost: float, now: float) -> float:
         """Seconds until COST fits in the window (0: it fits now).  Called with the lock held."""
@@ -116,6 +122,18 @@ class Budget:
         """Seconds until COST would fit, without waiting (a retry weighs it against its retry budget)."""
         with self._lock:
             return self._delay(cost, self.clock())
+
+    def eta(self, count: int) -> Optional[float]:
+        """Seconds until COUNT more operations could all have been sent under the quota (None: no quota known)."""
+        with self._lock:
+            if self.limit is None:
+                return None
+            if count <= 0:
+                return 0.0
+            first = min(count, self.limit)
+            wait = self._delay(first, self.clock())
+            minutes = -(-(count - first) // self.limit)
+            return wait + minutes * (WINDOW_SECONDS + SLACK_SECONDS)
 
     def acquire(self, cost: float) -> float:
         """Block until COST fits under the quota, then count it; return the seconds waited."""

@@ -86,6 +86,19 @@ options:
         pipeline can archive it. Replaced atomically.
     type: path
     version_added: 1.2.0
+  progress_file:
+    description:
+      - A path on the host that runs the task where a small JSON document says how the task is doing, replaced
+        atomically every 2 seconds while it runs (and a last time when it ends, with C(phase) V(done) or
+        V(failed)) - C(phase) (V(start), V(read), V(plan), V(write), V(done), V(failed)), C(done) and C(total)
+        (devices settled and to settle), C(bulk_calls), C(throttled) (429 answers met), C(waited_seconds) (for the
+        hub's quota), C(eta_seconds) (from the rate since the first write; V(null) until then) and
+        C(elapsed_seconds). It holds counts only, never an id or a key.
+      - Modules cannot print while they run; run the task with C(async) and read this file between polls to
+        watch a long run (docs/fleet-jobs.md has the play). A path that cannot be written fails the task before
+        any request.
+    type: path
+    version_added: 1.2.0
   devices_file_format:
     description: The format of O(devices_file) when its name does not say it.
     type: str
@@ -396,6 +409,15 @@ pacing:
   type: dict
   version_added: 1.1.0
   sample: {registry_operations_per_minute: 1000, query_pages_per_minute: 200, waited_seconds: 58.2, throttled_responses: 0}
+timings:
+  description:
+    - Where the task's time went, in seconds - C(read) (queries, GETs and export jobs), C(plan) (planning and the
+      guard rails), C(write) (bulk calls, twin PATCHes and import jobs), each without C(wait) (waiting for the
+      hub's quota, as in RV(pacing)), and C(total) (the module's wall time; the rest is setup and the result).
+  returned: always
+  type: dict
+  version_added: 1.2.0
+  sample: {read: 12.4, plan: 3.1, write: 40.2, wait: 122.0, total: 178.3}
 jobs:
   description: The import and export jobs the task ran (with O(storage_container_uri)).
   returned: always
@@ -431,6 +453,7 @@ notes:
 
 import json
 import os
+import sys
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
@@ -445,6 +468,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._jobs import FleetJobs
 from ansible_collections.fleet.azure_iot.plugins.module_utils._pacing import Pacer
+from ansible_collections.fleet.azure_iot.plugins.module_utils._progress import RunProgress
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import (
     connection_strings,
     device_secrets,
@@ -499,6 +523,33 @@ def write_report(path: str, specs, out) -> None:
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    live: dict = {}  # the reconciler and the client once they exist: the progress file's live figures
+    progress = RunProgress(p["progress_file"], snapshot=lambda: figures(live))
+    try:
+        progress.start()  # the first write of the file, before anything else: a bad path fails here
+    except OSError as exc:
+        raise ModuleFailure(f"progress_file: cannot write {p['progress_file']!r}: {exc.strerror or exc}; give a path "
+                            "in a writable folder on the host that runs the task") from None
+    try:
+        return prepare(module, progress, live)
+    finally:  # the last document says done or failed (bad input included), so a watcher knows when to stop
+        progress.finish(failed=sys.exc_info()[0] is not None)
+
+
+def figures(live: dict) -> dict:
+    """The live figures of the progress file."""
+    rec, client = live.get("rec"), live.get("client")
+    if rec is None or client is None:
+        return {}
+    pacer = client.pacer
+    done = rec.settled_count()
+    return {"done": done, "total": rec.total, "bulk_calls": client.counters.bulk_calls,
+            "throttled": pacer.registry.throttled + pacer.query.throttled, "waited_seconds": pacer.registry.waited,
+            "quota_eta": pacer.registry.eta(rec.total - done)}
+
+
+def prepare(module: AnsibleModule, progress: RunProgress, live: dict) -> dict:
+    p = module.params
     if p["report_ids_limit"] < 0:
         raise ModuleFailure("report_ids_limit must be 0 or more")
     hide_document_secrets(module, p["tree"])  # the deployments of tree nodes: registry passwords, secret env values
@@ -523,7 +574,13 @@ def run(module: AnsibleModule) -> dict:
     elif p["job_mode"] == "always":
         raise ModuleFailure("job_mode=always needs storage_container_uri (a SAS URL of a blob container)")
     rec = BulkReconciler(client, specs, options, declares_children=declares_children, deployments=deployments,
-                         jobs=jobs, hide=secret_mask(module).add)
+                         jobs=jobs, hide=secret_mask(module).add, progress=progress)
+    live.update(rec=rec, client=client)
+    return converge(module, client, rec, jobs, specs)
+
+
+def converge(module: AnsibleModule, client, rec: BulkReconciler, jobs, specs) -> dict:
+    p = module.params
     try:
         out = rec.run()
     except IoTApiError as exc:  # e.g. the retry budget ran out on a read: say what was applied before it
@@ -535,7 +592,7 @@ def run(module: AnsibleModule) -> dict:
             f"{len(out.deleted)}; not done: {len(pending)} device(s) ({', '.join(pending[:10])}"
             f"{', ...' if len(pending) > 10 else ''}). Run again to converge.",
             changed=out.changed, **outcome_lists(out, p["report_ids_limit"]), not_done=pending[:p["report_ids_limit"]],
-            requests=client.counters.as_dict(),
+            requests=client.counters.as_dict(), timings=rec.progress.timings(), pacing=client.pacer.report(),
             jobs=jobs.runner.records if jobs is not None else [],
             error=exc.to_dict(), **rotated_secrets(module, client, rec)) from None
     for warning in sorted(set(out.warnings)):
@@ -548,6 +605,7 @@ def run(module: AnsibleModule) -> dict:
         "notes": out.notes,
         "jobs": jobs.runner.records if jobs is not None else [],
         "pacing": client.pacer.report(),
+        "timings": rec.progress.timings(),
     }
     result.update(rotated_secrets(module, client, rec))
     if module._diff:
@@ -571,6 +629,7 @@ def main() -> None:
             devices_file_format=dict(type="str", choices=["jsonl", "csv"]),
             report_ids_limit=dict(type="int", default=1000),
             report_file=dict(type="path"),
+            progress_file=dict(type="path"),
             prune_children=dict(type="bool", default=False),
             prune_descendants=dict(type="bool", default=False),
             orphan_children=dict(type="bool", default=False),

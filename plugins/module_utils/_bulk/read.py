@@ -208,6 +208,10 @@ class FleetReader:
 
     def refresh(self, ids: List[str], with_twin: bool = False) -> None:
         """GET the full identities (keys included), and the twins when asked."""
+        with self.progress.measure("read"):
+            self._refresh(ids, with_twin)
+
+    def _refresh(self, ids: List[str], with_twin: bool) -> None:
         def fetch(did):
             device = self.client.get_device(did)
             twin = self.client.get_twin(did) if (with_twin and device is not None) else None

@@ -31,6 +31,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import plan_
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import DevicePlan, plan_device
+from ansible_collections.fleet.azure_iot.plugins.module_utils._progress import RunProgress
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import CONFLICT_CODES, KeyIntent
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import fresh_key, plan_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import (
@@ -52,8 +53,10 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
 
     def __init__(self, client, specs: List[DeviceSpec], options: Optional[BulkOptions] = None, *,
                  declares_children: Optional[set] = None, deployments: Optional[Dict[str, Any]] = None, jobs=None,
-                 hide: Optional[Callable[[str], None]] = None, **overrides):
-        """OPTIONS (``BulkOptions.from_params``), with OVERRIDES of single fields (tests)."""
+                 hide: Optional[Callable[[str], None]] = None, progress: Optional[RunProgress] = None,
+                 **overrides):
+        """OPTIONS (``BulkOptions.from_params``), with OVERRIDES of single fields (tests).  PROGRESS: the task's
+        ``RunProgress`` (timings, progress_file); its phases are measured here."""
         options = replace(options or BulkOptions(), **overrides)
         self.options = options
         # The diff to be shown: None (no diff, no plan kept), "summary" (the plans of the DIFF_KEPT changed devices
@@ -91,6 +94,9 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
         # or a lost answer (the same rule as iothub_device's)
         self.key_intents: Dict[str, KeyIntent] = {s.device_id: KeyIntent() for s in specs if s.rotate_keys}
         self.out = Outcome()
+        self.progress = progress or RunProgress()
+        self.total = len(specs)  # devices the task settles: the declared ones and the prune deletes
+        self.answered = 0  # devices of this round's bulk calls answered so far, not recorded yet (progress)
         self._lock = threading.Lock()
 
     def levels(self) -> List[List[DeviceSpec]]:
@@ -152,7 +158,8 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
             by_id: Dict[str, Pending] = {}
             patches: List[tuple] = []
             for start in range(0, len(pending), PLAN_CHUNK):
-                self._plan_chunk(pending[start:start + PLAN_CHUNK], entries, by_id, patches)
+                with self.progress.measure("plan"):
+                    self._plan_chunk(pending[start:start + PLAN_CHUNK], entries, by_id, patches)
             if self.check_mode:
                 writes = sorted({did for did, p in by_id.items() if p.action != "delete"}
                                 | {s.device_id for s, _twin, _known in patches})
@@ -173,7 +180,11 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
                 return
             last = round_no >= MAX_ROUNDS
             retry, to_refresh = [], []
-            for did, (err, maybe) in self.send(entries).items():
+            with self.progress.measure("write"):
+                sent = self.send(entries)
+                patched = self.patch_twins(patches)
+            self.answered = 0  # recorded below
+            for did, (err, maybe) in sent.items():
                 p = by_id[did]
                 if err is None:
                     self._record(did, p.mode)
@@ -196,7 +207,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
                     to_refresh.append(did)
                     continue
                 self._fail(did, code, err.get("errorStatus"), err.get("operation") or p.mode, maybe)
-            for did, (err, maybe) in self.patch_twins(patches).items():
+            for did, (err, maybe) in patched.items():
                 s = self.by_id[did]
                 if err is None:
                     self._record(did, "updateTwin")
@@ -311,11 +322,20 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
         bucket.add(did)
 
     # ------------------------------------------------------------------ run
+    def settled_count(self) -> int:
+        """Devices done so far (written, unchanged, failed): the progress file's ``done``."""
+        out = self.out
+        settled = len(out.created) + len(out.updated) + len(out.deleted) + len(out.unchanged) + len(out.failed)
+        return min(self.total, settled + self.answered)
+
     def run(self) -> Outcome:
-        candidates = self.read()
-        self.check_parents(candidates)
-        self.check_topology()
-        delete_levels = self.plan_deletes(candidates)  # every guard rail is checked before the first write
+        with self.progress.measure("read"):
+            candidates = self.read()
+        with self.progress.measure("plan"):
+            self.check_parents(candidates)
+            self.check_topology()
+            delete_levels = self.plan_deletes(candidates)  # every guard rail is checked before the first write
+        self.total = len(self.specs) + len({s.device_id for level in delete_levels for s in level} - set(self.by_id))
         levels = self.levels()
         for i, level in enumerate(levels):
             self.converge(level)

@@ -99,7 +99,7 @@ class FleetWriter:
         (409/412/404) may have been applied by that attempt."""
         rest = deque(entries)
         budget = self.client.pacer.registry
-        lock = threading.Lock()
+        lock, counted = threading.Lock(), threading.Lock()
 
         def next_chunk() -> List[tuple]:
             with lock:  # one caller at a time takes room and entries, so calls leave in the entries' order
@@ -119,6 +119,8 @@ class FleetWriter:
                                "errorStatus": f"{exc} (not confirmed; a re-run converges)", "operation": mode}, lost)
                         for did, mode, _text in chunk}
             maybe = maybe_applied(r)
+            with counted:  # not LOCK: a caller waiting for the quota holds that one
+                self.answered += len(chunk)  # the progress file's done moves as calls are answered
             if r.status_code == 200:
                 return {did: (None, maybe) for did, _mode, _text in chunk}
             try:

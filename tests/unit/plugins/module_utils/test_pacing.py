@@ -227,3 +227,15 @@ def test_a_pacer_reports_one_wall_clock_for_both_quotas():
     pacer.query.acquire(5)      # no wait: the registry wait let the query window pass too
     assert pacer.report()["waited_seconds"] == pytest.approx(sum(fake.slept), abs=0.1)
     assert pacer.registry.waited == pacer.query.waited
+
+
+def test_eta_counts_the_minutes_the_quota_needs():
+    fake = FakeClock()
+    pacer = Pacer("S1", 2, clock=fake.clock, sleep=fake.sleep)  # 200 a minute
+    assert Pacer(clock=fake.clock, sleep=fake.sleep).registry.eta(100) is None  # unknown quota: no estimate
+    pacer.registry.take(100)
+    pacer.registry.take(100)
+    fake.now = 4
+    assert pacer.registry.eta(100) == pytest.approx(57)  # the minute's 200 are spent: wait for the window
+    assert pacer.registry.eta(500) == pytest.approx(57 + 2 * 61)
+    assert pacer.registry.eta(0) == 0
