@@ -223,8 +223,12 @@ class FleetJobs:
         name = f"fleet-export-{self.uid}.txt"
         self.runner.run({"type": "export", "outputBlobContainerUri": self.uri, "outputBlobName": name,
                          "excludeKeysInExport": not keys}, devices)
+        record = self.runner.records[-1]
+        record["devices"] = 0  # what the job exported (the whole registry), counted as it is read
         try:
-            yield from json_lines(self.container.lines(name))
+            for device in json_lines(self.container.lines(name)):
+                record["devices"] += 1
+                yield device
         finally:
             self._delete(name)  # it may hold keys: it does not stay in the container
 

@@ -419,7 +419,10 @@ timings:
   version_added: 1.2.0
   sample: {read: 12.4, plan: 3.1, write: 40.2, wait: 122.0, total: 178.3}
 jobs:
-  description: The import and export jobs the task ran (with O(storage_container_uri)).
+  description:
+    - The import and export jobs the task ran (with O(storage_container_uri)) - id, type, status, seconds (from
+      creation to its end, as polled) and devices (what the job processed - an export the whole registry, an
+      import the lines given to it).
   returned: always
   type: list
   elements: dict

@@ -41,10 +41,12 @@ def test_first_apply_no_op_and_drift_through_jobs(ansible, emulator, hub, azurit
     assert [j["type"] for j in res["jobs"]] == ["export", "import"] and res["jobs"][1]["devices"] == N
     assert w.delta("bulk_calls") == 0 and w.delta("query_pages") == 0 and w.delta("jobs_created") == 2
     assert hub.request("GET", "/twins/s019999").json()["tags"] == {"plant": "p7"}
+    hub.put_device("not-declared", {"deviceId": "not-declared"})
     with counting(emulator) as w:
         again = bulk(ansible, uri, devices)
     assert not again["changed"] and again["counts"]["unchanged"] == N
     assert [j["type"] for j in again["jobs"]] == ["export"]
+    assert again["jobs"][0]["devices"] == N + 1  # what the export processed: the registry, not the declaration
     assert w.delta("query_pages") == 0 and w.writes == 0 and w.delta("registry_reads") == 0
     drifted = fleet(lambda i: "drift" if i % 100 == 0 else None)  # 1 %: 200 devices
     keys = hub.get_device("s000100").json()["authentication"]["symmetricKey"]
