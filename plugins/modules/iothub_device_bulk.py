@@ -563,7 +563,8 @@ def prepare(module: AnsibleModule, progress: RunProgress, live: dict) -> dict:
         specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
                                                             secret_mask(module).add)
     options = BulkOptions.from_params(p, module.check_mode, module._diff)
-    validate_fleet(specs, options)
+    validate_fleet(specs, options, f"devices_file {p['devices_file']!r}" if p["devices_file"] is not None
+                   else "tree" if p["tree"] is not None else "devices")
     client = build_hub_client(p, module.warn)
     if p["hub_units"] < 1:
         raise ModuleFailure("hub_units must be 1 or more")

@@ -76,6 +76,21 @@ def test_bad_fleet_files_fail_before_any_request(ansible, emulator, tmp_path, co
     assert w.delta("requests") == 0  # before any request
 
 
+def test_an_empty_file_with_prune_is_refused_before_any_request(ansible, emulator, hub, tmp_path):
+    """An empty export must not empty the fleet: refused like an empty list, unless max_deletes says so."""
+    hub.bulk([{"id": f"e{i}", "importMode": "create", "tags": {"fleet": "f7"}} for i in range(3)])
+    path = tmp_path / "empty.csv"
+    path.write_text("device_id,status\r\n")  # a header and nothing else
+    args = dict(devices_file=str(path), prune=True, prune_query="tags.fleet = 'f7'")
+    with counting(emulator) as w:
+        r = ansible.run(play(task("f", "iothub_device_bulk", **args)))
+    msg = r.task("f").result["msg"]
+    assert r.rc != 0 and "empty.csv' declares no device" in msg and "max_deletes" in msg, msg
+    assert w.delta("requests") == 0
+    r = run_ok(ansible, play(task("f", "iothub_device_bulk", max_deletes=3, **args)))
+    assert r.task("f").result["deleted"] == ["e0", "e1", "e2"]
+
+
 def test_results_stay_small_and_the_full_outcome_goes_to_report_file(ansible, emulator, hub, tmp_path):
     """#25 item 2: id lists stop at report_ids_limit (the first ids in sorted order), counts count them all, and
     report_file holds every device's outcome."""

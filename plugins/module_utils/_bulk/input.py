@@ -79,9 +79,15 @@ class BulkOptions:
             prune_matcher(self.prune_query)
 
 
-def validate_fleet(specs: List[DeviceSpec], options: BulkOptions) -> None:
-    """Everything that can be checked before the first request: the options, then the declared devices."""
+def validate_fleet(specs: List[DeviceSpec], options: BulkOptions, source: str = "devices") -> None:
+    """Everything that can be checked before the first request: the options, then the declared devices.  SOURCE
+    names where they came from in messages (``devices``, or ``devices_file '<path>'``)."""
     options.validate()
+    if not specs and options.prune and options.max_deletes is None:
+        raise PlanError(f"{source} declares no device, and prune=true would delete every device prune_query selects "
+                        "(this task declares none of them); refused before any request, as this is usually an empty "
+                        "or wrong device list (an export that failed, a lookup cut short). Fix the list, or set "
+                        "max_deletes to the number you mean to delete to allow it")
     seen, dups = set(), []
     for s in specs:
         if s.device_id in seen and s.device_id not in dups:
