@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import copy
 import hashlib
 import json
 import re
@@ -406,12 +405,26 @@ class QueryIndex:
         self.lag = lag
         self.lag_queries = 0
         self.queries = 0  # queries answered so far
-        self.visible: dict[str, dict] = {}
+        # id -> the twin document as compact JSON text: a million devices' documents as dicts held the emulator at
+        # 8.8 GB; as text they take a fifth of that, and a query decodes only the documents it reads
+        self.visible: dict[str, str] = {}
         self.pending: deque = deque()
         self._sorted: list[str] | None = None
 
     def record(self, device_id: str, doc: dict | None, at: float) -> None:
-        self.pending.append((at, self.queries, device_id, doc))
+        text = None if doc is None else json.dumps(doc, separators=(",", ":"))
+        self.pending.append((at, self.queries, device_id, text))
+        self.settle(time.time())  # what is due moves to the index now: a million writes between two queries
+        # would otherwise wait in PENDING, every version of every document
+
+    def doc(self, device_id: str) -> dict:
+        """The indexed document of DEVICE_ID (a fresh dict: the caller may change it)."""
+        return json.loads(self.visible[device_id])
+
+    def put(self, device_id: str, doc: dict) -> None:
+        """Index DOC at once (a loaded state file)."""
+        self.visible[device_id] = json.dumps(doc, separators=(",", ":"))
+        self._sorted = None
 
     def clear(self) -> None:
         self.visible.clear()
@@ -451,11 +464,9 @@ class QueryStore:
 
     def after_load(self) -> None:
         for device_id in self.devices:  # a loaded state is indexed at once
-            self.index.visible[device_id] = self._twin_doc(device_id)
+            self.index.put(device_id, self._twin_doc(device_id))
             for module_id in self.modules.get(device_id, {}):
-                self.module_index.visible[f"{device_id}/{module_id}"] = self.module_twin_doc(device_id, module_id)
-        self.index._sorted = None
-        self.module_index._sorted = None
+                self.module_index.put(f"{device_id}/{module_id}", self.module_twin_doc(device_id, module_id))
 
     def query(self, text: Any, max_items: int | None, continuation: str | None) -> tuple[list, str | None, str]:
         """POST /devices/query (§3.2).  Returns (items, next continuation or None, item type)."""
@@ -479,7 +490,7 @@ class QueryStore:
                 raise bad_request("The continuation token is invalid for this query") from None
         ids = index.ordered_ids()
         if q.is_count:
-            n = sum(1 for d in ids if q.where is None or q.where(index.visible[d]))
+            n = len(ids) if q.where is None else sum(1 for d in ids if q.where(index.doc(d)))
             return [{q.select[0][2]: n}], None, "Raw"
         start = 0
         if after is not None:
@@ -487,12 +498,12 @@ class QueryStore:
         items, last = [], None
         i = start
         while i < len(ids) and len(items) < page:
-            doc = index.visible[ids[i]]
+            doc = index.doc(ids[i])
             if q.where is None or q.where(doc):
-                items.append(q.project(copy.deepcopy(doc)))
+                items.append(q.project(doc))
                 last = ids[i]
             i += 1
-        more = i < len(ids) and any(q.where is None or q.where(index.visible[d]) for d in ids[i:])
+        more = i < len(ids) and (q.where is None or any(q.where(index.doc(d)) for d in ids[i:]))
         token = None
         if more and last is not None:
             token = base64.urlsafe_b64encode(json.dumps({"q": qhash, "after": last}).encode()).decode()

@@ -23,6 +23,7 @@ import gzip
 import io
 import json
 import os
+import sys
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import InputError
@@ -69,13 +70,28 @@ def read_entries(path: str, fmt: Optional[str] = None) -> Iterator[Tuple[str, Di
             raise InputError(f"devices_file: {path!r} cannot be read as UTF-8 text ({exc})") from None
 
 
+SHARED_MAX_CHARS = 64  # values up to this long are shared between lines (a status reason, a tag, a parent's id)
+
+
+def _share(value: Any, intern=sys.intern) -> Any:
+    """One string object for every line that holds the same short value: a million lines repeat a handful of
+    status reasons, tag values and parent ids, which would otherwise cost a string each."""
+    return intern(value) if isinstance(value, str) and len(value) <= SHARED_MAX_CHARS else value
+
+
+def _shared_pairs(pairs) -> Dict[str, Any]:
+    """A JSON object with its names and short values shared, device ids excepted (each is unique: interning
+    them would only grow the interpreter's table)."""
+    return {sys.intern(k): v if k == "device_id" else _share(v) for k, v in pairs}
+
+
 def _jsonl(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
     for number, line in enumerate(fh, start=1):
         text = line.strip()
         if not text:
             continue
         try:
-            entry = json.loads(text)
+            entry = json.loads(text, object_pairs_hook=_shared_pairs)
         except ValueError as exc:
             raise InputError(f"devices_file: {path}:{number}: not a JSON object ({exc.msg}); each line is one "
                              'device entry such as {"device_id": "sensor-1", "tags": {"site": "plant-7"}}') from None
@@ -89,9 +105,9 @@ def _jsonl(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
 
 def _cell(value: str) -> Any:
     try:
-        return json.loads(value)
+        return _share(json.loads(value, object_pairs_hook=_shared_pairs))
     except ValueError:
-        return value
+        return _share(value)
 
 
 def _set_path(target: Dict[str, Any], parts, value: Any) -> None:
@@ -134,5 +150,5 @@ def _csv(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
                     raise InputError(f"devices_file: {path}:{number}: edge_enabled is {cell!r}; use true or false")
                 entry[column] = low in TRUE
             else:
-                entry[column] = cell
+                entry[column] = cell if column == "device_id" else _share(cell)
         yield f"{path}:{number}", entry

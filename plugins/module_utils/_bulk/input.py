@@ -165,11 +165,12 @@ def parse_entries(pairs, defaults, hide=None) -> List[DeviceSpec]:
         _hide_keys(entry, hide)
         did = entry.get("device_id")
         if isinstance(did, str) and ":" in where:  # a file: a duplicate is named with both lines
+            place, _colon, line = where.rpartition(":")
             if did in seen:
-                problems.append(f"{where}: device {did!r} is declared again (first at {seen[did]}); declare each "
-                                "device once")
+                problems.append(f"{where}: device {did!r} is declared again (first at {place}:{seen[did]}); declare "
+                                "each device once")
                 continue
-            seen[did] = where
+            seen[did] = int(line)  # the line number alone: a million labels would cost 100 MB
         merged = {**defaults, **entry}
         for key in ("tags", "desired_properties"):  # dictionaries merge key by key; the entry wins
             if isinstance(defaults.get(key), dict) and isinstance(entry.get(key), dict):

@@ -12,12 +12,14 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import PRUNE_QUERY_PREFIX
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import (
+    ABSENT,
     from_export_line,
     identity_from_twin,
     Known,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AuthorizationError, IoTApiError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import MAX_QUERY_CHARS, quote_literal
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import plan_device
 from ansible_collections.fleet.azure_iot.plugins.module_utils._topology import parent_id_of_scope, parent_scope_of
 
 
@@ -44,19 +46,20 @@ class FleetReader:
         """Load the current state of every declared device and referenced parent; return prune candidates
         (sorted): for ``prune``, the undeclared devices ``prune_query`` matches; for ``prune_children``, the
         undeclared direct children of the gateways whose children this task declares (see ``prunable``)."""
-        wanted = set(self.by_id)
-        wanted |= {s.parent for s in self.specs if s.parent}
-        ids = sorted(wanted)
+        parents = {s.parent for s in self.specs if s.parent and s.parent not in self.by_id}  # referenced only
         if self.jobs is not None and self.jobs.read_by_export(len(self.specs)):
-            self._read_export(wanted)
+            self._read_export(parents)
         else:
-            for twin in self._read_twins(ids, wanted):
+            wanted = set(self.by_id) | parents
+            for twin in self._read_twins(sorted(wanted), wanted):
                 self.state[twin["deviceId"]] = Known(identity_from_twin(twin), False, twin)
         # A device the query does not show is taken as absent: a create then meets DeviceAlreadyExists and is
         # reconciled; a device declared absent but created moments ago (not yet indexed) is deleted by the next
         # run.  Confirming every unseen absent device with GET would cost a read per device every night.
-        for device_id in ids:
-            self.state.setdefault(device_id, Known(None, True, None))
+        for device_id in self.by_id:
+            self.state.setdefault(device_id, ABSENT)
+        for device_id in parents:
+            self.state.setdefault(device_id, ABSENT)
         self.selected: Dict[str, List[str]] = {}  # selector -> every device it matched (declared or not)
         if self.prune_children:
             kids = self.children_of([self.state[d].identity["deviceScope"] for d in self.prunable()])
@@ -97,7 +100,7 @@ class FleetReader:
         for did, twin in self._pool(fetch, sorted(ids)):
             why = self.prune_why.get(did)
             if twin is None:
-                self.state[did] = Known(None, True, None)
+                self.state[did] = ABSENT
                 self.prune_why.pop(did, None)
                 self.out.notes.append(f"{did}: no longer exists (read with GET); nothing to prune")
                 continue
@@ -149,18 +152,49 @@ class FleetReader:
         known = self.state.get(did)
         return bool(known and known.exists)
 
-    def _read_export(self, wanted: set) -> None:
-        """Read the registry through an export job: its devices.txt is streamed line by line, and only the wanted
-        devices are kept.  The export is current (no query index lag), and with keys it spares the GETs a SAS
-        device's rewrite otherwise needs."""
+    def _read_export(self, parents: set) -> None:
+        """Read the registry through an export job: its devices.txt is streamed line by line, and only the declared
+        devices and referenced PARENTS are kept.  The export is current (no query index lag), and with keys it
+        spares the GETs a SAS device's rewrite otherwise needs: the keys are kept only for the devices whose
+        identity the plan rewrites (a million devices' keys would double the task's memory); any other device
+        that turns out to need a rewrite is read with GET first, as after a query."""
         keys = self.jobs.export_keys(self.specs)
-        canonical = {did: did for did in wanted}  # the state is keyed by the declared id strings (no second copy)
-        for line in self.jobs.export(keys, devices=len(wanted)):
-            did = canonical.get(line.get("id"))
-            if did is not None and not line.get("moduleId"):
-                identity, twin = from_export_line(line)
-                self.state[did] = Known(identity, keys, twin)
+        extra = {did: did for did in parents}  # the state is keyed by the declared id strings (no second copy)
+        deferred = []
+        for line in self.jobs.export(keys, devices=len(self.by_id) + len(parents)):
+            spec = self.by_id.get(line.get("id"))
+            did = spec.device_id if spec is not None else extra.get(line.get("id"))
+            if did is None or line.get("moduleId"):
+                continue
+            identity, twin = from_export_line(line)
+            known = Known(identity, keys, twin)
+            if keys and spec is not None:
+                needed = self._keys_needed(spec, known)
+                if needed is None:
+                    deferred.append(did)  # its parent is later in the file: decided once every line is read
+                elif not needed:
+                    known = known.without_keys()
+            self.state[did] = known
+        for did in deferred:
+            if self._keys_needed(self.by_id[did], self.state[did]) is False:
+                self.state[did] = self.state[did].without_keys()
         self.read_current = True
+
+    def _keys_needed(self, spec, known: Known) -> Optional[bool]:
+        """Whether the plan needs SPEC's exported keys: declared keys are compared, a rotation keeps the other
+        key, and a rewrite of the identity carries them (without them the hub would generate new ones).  None
+        while the parent is not read yet (its scope decides whether the identity changes)."""
+        if spec.state != "present":
+            return False
+        if spec.primary_key is not None or spec.secondary_key is not None or spec.rotate_keys:
+            return True
+        if spec.parent and spec.parent not in self.state:
+            return None
+        try:
+            plan = plan_device(spec, known.identity, self.parent_scope(spec), None)
+        except PlanError:
+            return True  # something unusual (a parent without a scope yet): keep them
+        return plan.action != "none"
 
     def _read_twins(self, ids: List[str], wanted: set):
         """The twins of the wanted devices, by a scan of the hub or by ``deviceId IN [...]`` lists, whichever costs
@@ -219,6 +253,6 @@ class FleetReader:
         for did, device, twin in self._pool(fetch, sorted(set(ids))):
             old = self.state.get(did)
             if device is None:
-                self.state[did] = Known(None, True, None)
+                self.state[did] = ABSENT
             else:
                 self.state[did] = Known(device, True, twin if twin is not None else (old.twin if old else None))

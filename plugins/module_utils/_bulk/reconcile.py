@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.guard import FleetGuard
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import BulkOptions, prune_matcher
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.read import FleetReader
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import Known, Outcome, Pending
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import ABSENT, Known, Outcome, Pending
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.write import FleetWriter
 from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import plan_diff, summary_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
@@ -129,7 +129,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
         raise PlanError(f"devices: parent {s.parent!r} of {s.device_id!r} has no deviceScope yet")
 
     def plan(self, s: DeviceSpec):
-        known = self.state.get(s.device_id) or Known(None, True, None)
+        known = self.state.get(s.device_id) or ABSENT
         spec, intent = s, self.key_intents.get(s.device_id)
         if intent is not None:
             if known.exists and not known.keys_known and intent.keys is None:
@@ -198,7 +198,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
                     self.maybe_written.setdefault(did, p.mode)
                 code = err.get("errorCode")
                 if code == "DeviceNotFound" and p.mode == "deleteIfMatchETag":
-                    self.state[did] = Known(None, True, None)
+                    self.state[did] = ABSENT
                     self._settled(did, "already deleted")
                     continue
                 if code in CONFLICT_CODES and not last:
@@ -281,7 +281,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
         """What the reconciler knows of the device once the plan's write lands (in check mode: what it predicts,
         with a planned scope for a new edge device, so that its children plan against it)."""
         if plan.action == "delete":
-            return Known(None, True, None)
+            return ABSENT
         if self.check_mode:
             if plan.action not in ("create", "update"):
                 return None

@@ -47,6 +47,7 @@ def identity_from_twin(twin: Dict[str, Any]) -> Dict[str, Any]:
 
 
 _SHARED: Dict[str, Dict[str, Any]] = {}  # canonical JSON -> one dict shared by every twin section equal to it
+_SHARED_IDS: Set[int] = set()  # the ids of those dicts
 
 _SHARED_MAX = 4096
 
@@ -65,16 +66,35 @@ def _shared_section(section: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any
         if len(_SHARED) >= _SHARED_MAX:
             return section
         shared = _SHARED[key] = section
+        _SHARED_IDS.add(id(section))
     return shared
+
+
+_SHAPES: Dict[tuple, tuple] = {}  # the fields most devices share (status, reason, auth type, edge, scope, ...)
+_TWINS: Dict[tuple, tuple] = {}  # (etag, tags, desired) triples equal between devices
+_SHARED_TUPLES_MAX = 65536
+
+
+def _shared_tuple(cache: Dict[tuple, tuple], key: tuple, value: tuple) -> tuple:
+    """VALUE, or the equal one already kept under KEY: a fleet's devices mostly look alike (bounded: past the
+    limit, values are kept as they are)."""
+    shared = cache.get(key)
+    if shared is not None:
+        return shared
+    if len(cache) < _SHARED_TUPLES_MAX:
+        cache[key] = value
+    return value
 
 
 class Known:
     """What the reconciler knows of one device: its identity (None: absent), whether its keys were read (a query
     carries none), its twin as ``kept_twin`` keeps it (etag, tags, desired properties; None: not read).
 
-    A fleet holds 100,000 of these while it plans, so they are packed: the identity as a tuple of the fields a
-    bulk entry and a plan use (``EXPORT_FIELDS``, the etag and the id), the twin as (etag, tags, desired) with
-    equal sections shared.  ``identity`` and ``twin`` rebuild dicts on each access (read them once per use)."""
+    A fleet holds a million of these while it plans, so they are packed: the identity as (id, etag, primary key,
+    secondary key, shape), the shape being the tuple of the other fields a bulk entry and a plan use (status,
+    reason, auth type, thumbprints, edge, scope, parent scopes) shared by every device with the same one; the twin
+    as (etag, tags, desired) with equal sections and equal triples shared.  ``identity`` and ``twin`` rebuild
+    dicts on each access (read them once per use)."""
 
     __slots__ = ("_identity", "keys_known", "_twin")
 
@@ -85,13 +105,17 @@ class Known:
         self._twin = None
         if twin is not None:
             kept = kept_twin(twin)
-            self._twin = (kept["etag"], _shared_section(kept["tags"]), _shared_section(kept["properties"]["desired"]))
+            tags, desired = _shared_section(kept["tags"]), _shared_section(kept["properties"]["desired"])
+            triple = (kept["etag"], tags, desired)
+            if (tags is None or _is_shared(tags)) and (desired is None or _is_shared(desired)):
+                triple = _shared_tuple(_TWINS, (kept["etag"], id(tags), id(desired)), triple)
+            self._twin = triple
 
     @property
     def identity(self) -> Optional[Dict[str, Any]]:
         if self._identity is None:
             return None
-        did, etag, status, reason, auth, pk, sk, pt, st, edge, scope, parents = self._identity
+        did, etag, pk, sk, (status, reason, auth, pt, st, edge, scope, parents) = self._identity
         authentication: Dict[str, Any] = {"type": auth, "symmetricKey": {"primaryKey": pk, "secondaryKey": sk},
                                           "x509Thumbprint": {"primaryThumbprint": pt, "secondaryThumbprint": st}}
         return {"deviceId": did, "etag": etag, "status": status, "statusReason": reason,
@@ -105,22 +129,32 @@ class Known:
     @property
     def device_scope(self) -> Optional[str]:
         """deviceScope as read: an edge device's own scope, a leaf's parent scope."""
-        return self._identity[10] if self._identity is not None else None
+        return self._identity[4][6] if self._identity is not None else None
 
     @property
     def edge(self) -> bool:
-        return self._identity is not None and self._identity[9]
+        return self._identity is not None and self._identity[4][5]
 
     @property
     def edge_scope(self) -> Optional[str]:
         """The device's own scope when it is an IoT Edge device with one, else None."""
         ident = self._identity
-        return ident[10] or None if ident is not None and ident[9] else None
+        return ident[4][6] or None if ident is not None and ident[4][5] else None
 
     def without_twin(self) -> "Known":
         """The same identity, with the twin forgotten (it was written: what was read of it is stale)."""
         out = Known(None, self.keys_known, None)
         out._identity = self._identity
+        return out
+
+    def without_keys(self) -> "Known":
+        """The same device with its keys forgotten (``keys_known`` false: a plan that rewrites the identity reads
+        them with GET first, as after a query)."""
+        out = Known(None, False, None)
+        if self._identity is not None:
+            did, etag, _pk, _sk, shape = self._identity
+            out._identity = (did, etag, None, None, shape)
+        out._twin = self._twin
         return out
 
     @property
@@ -131,15 +165,24 @@ class Known:
         return {"etag": etag, "tags": tags or {}, "properties": {"desired": desired or {}}}
 
 
+ABSENT = Known(None, True, None)  # a device that does not exist (one object for every such device: never changed)
+
+
+def _is_shared(section: Dict[str, Any]) -> bool:
+    """SECTION is the one object kept for its content (its id stays valid: _SHARED keeps it alive)."""
+    return id(section) in _SHARED_IDS
+
+
 def _pack_identity(identity: Dict[str, Any]) -> tuple:
     auth = identity.get("authentication") or {}
     keys = auth.get("symmetricKey") or {}
     tps = auth.get("x509Thumbprint") or {}
-    return (identity["deviceId"], identity.get("etag"), identity.get("status") or "enabled", identity.get("statusReason"),
-            auth.get("type") or "sas", keys.get("primaryKey") or None, keys.get("secondaryKey") or None,
-            tps.get("primaryThumbprint") or None, tps.get("secondaryThumbprint") or None,
-            bool((identity.get("capabilities") or {}).get("iotEdge")), identity.get("deviceScope"),
-            tuple(identity.get("parentScopes") or ()))
+    shape = (identity.get("status") or "enabled", identity.get("statusReason"), auth.get("type") or "sas",
+             tps.get("primaryThumbprint") or None, tps.get("secondaryThumbprint") or None,
+             bool((identity.get("capabilities") or {}).get("iotEdge")), identity.get("deviceScope"),
+             tuple(identity.get("parentScopes") or ()))
+    return (identity["deviceId"], identity.get("etag"), keys.get("primaryKey") or None,
+            keys.get("secondaryKey") or None, _shared_tuple(_SHAPES, shape, shape))
 
 
 class Pending(NamedTuple):
