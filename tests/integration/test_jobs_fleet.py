@@ -93,3 +93,27 @@ def test_registry_export_module(ansible, emulator, hub, azurite):
     res = r.task("x").result
     assert res["blob_name"] == "backup.txt" and res["devices"] == 30 and res["keys_included"]
     assert res["job"]["status"] == "completed"
+
+
+def test_the_export_keeps_keys_only_for_rewrites_and_a_new_parent_never_costs_a_key(ansible, emulator, hub, azurite):
+    """The export's keys are kept only for devices whose identity the plan rewrites.  A device that moves below a
+    gateway created in the same run is decided once the whole export is read (its parent is not in it): its keys
+    are kept, its identity is rewritten with them, and no device loses a key or needs a GET."""
+    uri = azurite.container_uri(f"keys{uuid.uuid4().hex[:8]}")
+    devices = [{"device_id": f"k{i:02d}", "status_reason": "r"} for i in range(30)]
+    bulk(ansible, uri, devices, job_mode="always")
+    before = {d["device_id"]: hub.get_device(d["device_id"]).json()["authentication"]["symmetricKey"]
+              for d in devices}
+    moved = [{"device_id": "gw-new", "edge_enabled": True}] + [
+        {**d, "parent": "gw-new"} if d["device_id"] in ("k03", "k17") else
+        {**d, "status_reason": "changed"} if d["device_id"] == "k09" else d for d in devices]
+    with counting(emulator) as w:
+        res = bulk(ansible, uri, moved, job_mode="always")
+    assert res["created"] == ["gw-new"] and res["updated"] == ["k03", "k09", "k17"]
+    # one GET: the new gateway's scope, which only a read tells; the rewritten devices' keys came with the export
+    assert w.delta("registry_reads") == 1
+    gw_scope = hub.get_device("gw-new").json()["deviceScope"]
+    for d in devices:
+        now = hub.get_device(d["device_id"]).json()
+        assert now["authentication"]["symmetricKey"] == before[d["device_id"]], d["device_id"]
+    assert hub.get_device("k03").json()["deviceScope"] == gw_scope
