@@ -99,6 +99,17 @@ options:
         any request.
     type: path
     version_added: 1.2.0
+  hub_key_filter:
+    description:
+      - With O(devices_file) sharded by hub (a C(hub) key on each JSON line, or a C(hub) column), the name of the hub
+        this task converges - only its lines are kept (the others are skipped before any request), each without the
+        C(hub) key. Every line must name a hub. Without this option, a line with a C(hub) key is an error.
+      - One play then converges every hub in parallel, one host per hub (the fleet.azure_iot.iothub inventory
+        plugin with C(host_type=hub)), with O(hub_key_filter) set to the host variable C(iothub_hub_name). Each hub
+        has its own quota; two tasks on one hub share it (see RV(pacing) for the 429s they meet).
+      - For a devices list, the fleet.azure_iot.shard filter does the same.
+    type: str
+    version_added: 1.2.0
   devices_file_format:
     description: The format of O(devices_file) when its name does not say it.
     type: str
@@ -411,9 +422,10 @@ pacing:
   sample: {registry_operations_per_minute: 1000, query_pages_per_minute: 200, waited_seconds: 58.2, throttled_responses: 0}
 timings:
   description:
-    - Where the task's time went, in seconds - C(read) (queries, GETs and export jobs), C(plan) (planning and the
-      guard rails), C(write) (bulk calls, twin PATCHes and import jobs), each without C(wait) (waiting for the
-      hub's quota, as in RV(pacing)), and C(total) (the module's wall time; the rest is setup and the result).
+    - Where the task's time went, in seconds - C(read) (the declaration and O(devices_file), queries, GETs and export
+      jobs), C(plan) (planning and the guard rails), C(write) (bulk calls, twin PATCHes and import jobs), each
+      without C(wait) (waiting for the hub's quota, as in RV(pacing)), and C(total) (the module's wall time; the
+      rest is setup and the result).
   returned: always
   type: dict
   version_added: 1.2.0
@@ -555,16 +567,21 @@ def prepare(module: AnsibleModule, progress: RunProgress, live: dict) -> dict:
     p = module.params
     if p["report_ids_limit"] < 0:
         raise ModuleFailure("report_ids_limit must be 0 or more")
+    if p["hub_key_filter"] is not None and p["devices_file"] is None:
+        raise ModuleFailure("hub_key_filter keeps the lines of one hub from devices_file; for a devices list use the "
+                            "fleet.azure_iot.shard filter (devices: \"{{ fleet | fleet.azure_iot.shard(iothub_hub_name) }}\")")
     hide_document_secrets(module, p["tree"])  # the deployments of tree nodes: registry passwords, secret env values
-    if p["devices_file"] is not None:  # read line by line here, never through Ansible's templating
-        specs = parse_devices_file(p["devices_file"], p["devices_file_format"], p["defaults"], secret_mask(module).add)
-        declares_children, deployments = set(), {}
-    else:
-        specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
-                                                            secret_mask(module).add)
-    options = BulkOptions.from_params(p, module.check_mode, module._diff)
-    validate_fleet(specs, options, f"devices_file {p['devices_file']!r}" if p["devices_file"] is not None
-                   else "tree" if p["tree"] is not None else "devices")
+    with progress.measure("read"):  # the declaration is read and checked: part of the read phase
+        if p["devices_file"] is not None:  # read line by line here, never through Ansible's templating
+            specs = parse_devices_file(p["devices_file"], p["devices_file_format"], p["defaults"],
+                                       secret_mask(module).add, p["hub_key_filter"])
+            declares_children, deployments = set(), {}
+        else:
+            specs, declares_children, deployments = parse_fleet(p["devices"], p["tree"], p["defaults"],
+                                                                secret_mask(module).add)
+        options = BulkOptions.from_params(p, module.check_mode, module._diff)
+        validate_fleet(specs, options, f"devices_file {p['devices_file']!r}" if p["devices_file"] is not None
+                       else "tree" if p["tree"] is not None else "devices")
     client = build_hub_client(p, module.warn)
     if p["hub_units"] < 1:
         raise ModuleFailure("hub_units must be 1 or more")
@@ -634,6 +651,7 @@ def main() -> None:
             report_ids_limit=dict(type="int", default=1000),
             report_file=dict(type="path"),
             progress_file=dict(type="path"),
+            hub_key_filter=dict(type="str"),
             prune_children=dict(type="bool", default=False),
             prune_descendants=dict(type="bool", default=False),
             orphan_children=dict(type="bool", default=False),

@@ -27,10 +27,11 @@ import sys
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import InputError
+from ansible_collections.fleet.azure_iot.plugins.module_utils._shard import HUB_KEY, hub_entry
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 CSV_OPTIONS = ("device_id", "state", "status", "status_reason", "auth_type", "primary_key", "secondary_key",
-               "primary_thumbprint", "secondary_thumbprint", "edge_enabled", "parent", "rotate_keys")
+               "primary_thumbprint", "secondary_thumbprint", "edge_enabled", "parent", "rotate_keys", HUB_KEY)
 TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
@@ -152,3 +153,23 @@ def _csv(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
             else:
                 entry[column] = cell if column == "device_id" else _share(cell)
         yield f"{path}:{number}", entry
+
+
+def for_hub(pairs, hub: Optional[str]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """The (label, entry) pairs of one hub's share (``hub_key_filter``), without their hub key.  Without a hub
+    filter, a line that names a hub is an error: the file is sharded, and converging every hub's lines into one
+    hub is never meant."""
+    for where, entry in pairs:
+        if hub is None:
+            if isinstance(entry, dict) and HUB_KEY in entry:
+                raise InputError(f"devices_file: {where}: hub: the file names a hub for its devices; set "
+                                 "hub_key_filter to the name of the hub this task converges (the lines of other hubs "
+                                 "are skipped)")
+            yield where, entry
+            continue
+        kept = hub_entry(entry, hub)
+        if kept is not None:
+            yield where, kept
+        elif not isinstance(entry, dict) or not entry.get(HUB_KEY):
+            raise InputError(f"devices_file: {where}: the line names no hub; with hub_key_filter every line says "
+                             "which hub it goes to")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.devices_file import read_entries
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.devices_file import for_hub, read_entries
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import (
     format_validation_error,
     PlanError,
@@ -237,9 +237,10 @@ def flatten_tree(tree):
     return out, paths, declares_children, deployments
 
 
-def parse_devices_file(path: str, fmt, defaults, hide=None) -> List[DeviceSpec]:
-    """``devices_file``: the fleet read line by line and validated before any request (see devices_file.py)."""
-    return parse_entries(read_entries(path, fmt), defaults or {}, hide)
+def parse_devices_file(path: str, fmt, defaults, hide=None, hub: Optional[str] = None) -> List[DeviceSpec]:
+    """``devices_file``: the fleet read line by line and validated before any request (see devices_file.py); with
+    HUB (``hub_key_filter``), only the lines of that hub."""
+    return parse_entries(for_hub(read_entries(path, fmt), hub), defaults or {}, hide)
 
 
 def parse_fleet(devices, tree, defaults, hide=None):
