@@ -25,6 +25,7 @@ from support.emulator import env_without_proxies
 from support.hub import HubClient
 
 EDGE = {"iotEdge": True}
+PLAIN = "HostName=h.azure-devices.net;SharedAccessKeyName=x;SharedAccessKey=c2VjcmV0"
 
 
 def make_tree(hub: HubClient) -> None:
@@ -160,8 +161,7 @@ def test_2500_gateways_come_through_paged_queries(inventory, emulator, hub):
     ({"plugin": "fleet.azure_iot.iothub"}, {"IOTHUB_CONNECTION_STRING": ""}, "No IoT Hub connection"),
     ({"plugin": "fleet.azure_iot.iothub", "host_tag": "tags.hostname"}, {}, "host_tag 'tags.hostname': none of"),
     ({"plugin": "fleet.azure_iot.iothub", "host_type": "hub",
-      "hubs": [{"name": "h1", "connection_string": "HostName=h.azure-devices.net;SharedAccessKeyName=x;"
-                                                     "SharedAccessKey=c2VjcmV0"}]}, {}, "plain secret"),
+      "hubs": [{"name": "h1", "connection_string": PLAIN}]}, {}, "plain secret"),
     ({"plugin": "fleet.azure_iot.iothub", "host_type": "hub", "hubs": [{"name": "h1"}]}, {},
      "exactly one of connection_string_env"),
     ({"plugin": "fleet.azure_iot.iothub", "host_type": "hub", "hubs": [{"name": "h1", "connection_string_env": "NOPE_CS"}]},

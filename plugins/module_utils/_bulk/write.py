@@ -133,6 +133,7 @@ class FleetWriter:
             err = error_from_response(r, f"bulk call of {len(chunk)} devices")
             return {did: ({"deviceId": did, "errorCode": err.code or f"HTTP{r.status_code}",
                            "errorStatus": str(err), "operation": mode}, maybe) for did, mode, _text in chunk}
+
         def worker(_index):
             done: Dict[str, tuple] = {}
             chunk = next_chunk()
