@@ -179,7 +179,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
-        self._read_config_data(path)
+        config = self._read_config_data(path)
+        unknown = sorted(set(config) - set(self._options))
+        if unknown:
+            raise AnsibleParserError(f"{path}: unknown option(s) {', '.join(unknown)}; the options are "
+                                     f"{', '.join(sorted(self._options))} (ansible-doc -t inventory "
+                                     "fleet.azure_iot.iothub)")
         if self.get_option("host_type") == "hub":
             self._hubs(self.get_option("hubs"))
             return
@@ -285,7 +290,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 group = self.inventory.add_group(f"edge_layer_{layer}")
                 self.inventory.add_child(group, did)
             if parent:
-                group = self.inventory.add_group(to_safe_group_name(f"children_of_{parent}"))
+                group = self.inventory.add_group(to_safe_group_name(f"children_of_{parent}", force=True, silent=True))
                 self.inventory.add_child(group, did)
             self._set_composite_vars(self.get_option("compose"), hostvars, did, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), hostvars, did, strict=strict)
