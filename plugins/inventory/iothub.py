@@ -21,7 +21,7 @@ description:
   - With O(host_type=hub), each hub listed in O(hubs) becomes a host of the group C(iothub_hubs), so that a play runs
     one host per hub with C(forks) (and AWX job slicing) - the unit of parallel work, as IoT Hub's quotas are per hub.
     Host variables - C(iothub_hub_name), C(iothub_hostname), and C(iothub_connection_string_env) or
-    C(iothub_connection_string) (kept vaulted).
+    C(iothub_connection_string) (kept vaulted), and C(iothub_ca_path) when the hub names one.
   - The inventory file's name must end in C(.iothub.yml) or C(.iothub.yaml).
 extends_documentation_fragment:
   - constructed
@@ -54,7 +54,8 @@ options:
     description:
       - With O(host_type=hub), the hubs - each C(name) (the host name in the inventory) and either
         C(connection_string_env) (the name of the environment variable holding that hub's connection string) or
-        C(connection_string), which must be vaulted (C(!vault)) - a plain secret in the file is refused.
+        C(connection_string), which must be vaulted (C(!vault)) - a plain secret in the file is refused; and
+        optionally C(ca_path), the certificate authorities to trust for that hub (an emulator's C(ca.pem)).
     type: list
     elements: dict
     default: []
@@ -210,10 +211,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if not isinstance(hub, dict) or not hub.get("name"):
                 raise AnsibleParserError(f"{where}: each hub needs a name (the host name) and connection_string_env "
                                          "or a vaulted connection_string")
-            unknown = sorted(set(hub) - {"name", "connection_string_env", "connection_string"})
+            unknown = sorted(set(hub) - {"name", "connection_string_env", "connection_string", "ca_path"})
             if unknown:
                 raise AnsibleParserError(f"{where}: unknown key(s) {', '.join(unknown)}; a hub takes name, "
-                                         "connection_string_env and connection_string")
+                                         "connection_string_env or connection_string, and ca_path")
             env_name, vaulted = hub.get("connection_string_env"), hub.get("connection_string")
             if bool(env_name) == (vaulted is not None):
                 raise AnsibleParserError(f"{where} ({hub['name']}): give exactly one of connection_string_env (the "
@@ -233,6 +234,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.inventory.add_host(name, group="iothub_hubs")
             self.inventory.set_variable(name, "iothub_hub_name", name)
             self.inventory.set_variable(name, "iothub_hostname", found.group(1))
+            if hub.get("ca_path"):
+                self.inventory.set_variable(name, "iothub_ca_path", hub["ca_path"])
             if env_name:
                 self.inventory.set_variable(name, "iothub_connection_string_env", env_name)
             else:

@@ -204,3 +204,38 @@ def test_hubs_as_hosts(inventory, emulator, tmp_path):
     assert hv["hub-a"] == {"iothub_hub_name": "hub-a", "iothub_hostname": host, "iothub_connection_string_env": "HUB_A_CS"}
     assert hv["hub-b"]["iothub_hub_name"] == "hub-b" and hv["hub-b"]["iothub_hostname"] == host
     assert cs.split("SharedAccessKey=")[1] not in json.dumps(hv) + err  # the vaulted value stays vaulted
+
+
+def test_a_fleet_of_hubs_converges_each_hub_to_exactly_its_shard(collections_root, emulator_factory, tmp_path):
+    """playbooks/fleet_of_hubs.yml with 3 hubs x 300 devices: one host per hub, forks 3, each hub converging the
+    lines of the file that name it; afterwards each hub holds exactly its shard, and a re-run changes nothing."""
+    emus = [emulator_factory(name=f"hub{i}") for i in range(3)]
+    fleet = tmp_path / "fleet.jsonl"
+    fleet.write_text("".join(json.dumps({"device_id": f"d-{i:04d}", "hub": f"hub-{i % 3}", "tags": {"n": i}}) + "\n"
+                             for i in range(900)))
+    hubs = [{"name": f"hub-{i}", "connection_string_env": f"HUB_{i}_CS", "ca_path": str(e.ca_path)}
+            for i, e in enumerate(emus)]
+    inv = tmp_path / "hubs.iothub.yml"
+    inv.write_text(yaml.safe_dump({"plugin": "fleet.azure_iot.iothub", "host_type": "hub", "hubs": hubs}))
+    e = env_without_proxies()
+    e.update({f"HUB_{i}_CS": em.connection_string for i, em in enumerate(emus)})
+    e.update({"ANSIBLE_COLLECTIONS_PATH": str(collections_root), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1",
+              "ANSIBLE_HOME": str(tmp_path / "ansible_home"), "ANSIBLE_NOCOLOR": "1"})
+    repo = Path(__file__).resolve().parents[2]
+
+    def play():
+        p = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), "-f", "3",
+                            str(repo / "playbooks" / "fleet_of_hubs.yml"), "-e", f"fleet_devices_file={fleet}",
+                            "-e", f"ansible_python_interpreter={sys.executable}"],
+                           env=e, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+        return p.stdout
+    out = play()
+    assert out.count("'created': 300") == 3, out[-3000:]
+    for i, em in enumerate(emus):
+        hub = HubClient(em.connection_string, em.ca_path)
+        ids = sorted(t["deviceId"] for t in hub.query_all("SELECT deviceId FROM devices"))
+        hub.close()
+        assert ids == [f"d-{n:04d}" for n in range(900) if n % 3 == i]
+    again = play()
+    assert again.count("'unchanged': 300") == 3 and "changed=1" not in again
