@@ -13,12 +13,15 @@ docs/benchmarks.md, never asserted.
 4. The per-task overhead: a loop of 20 iothub_device no-op tasks over a loop of 20 ansible.builtin.stat tasks,
    median of 5 pairs.
 5. A loop of iothub_device over BENCH_LOOP_N devices, extrapolated (what a bulk no-op saves).
+7. Hubs in parallel: BENCH_HUBS (8) emulated hubs x BENCH_HUBS_N (20,000) devices from one sharded file,
+   converged by playbooks/fleet_of_hubs.yml with forks 1, 2, 4, 8, beside one hub alone.
 
 Environment: BENCH_SIZES ("1000,10000"), BENCH_JOBS_N (100000; 0 skips), BENCH_MILLION (set to 1 to add
 N = 1,000,000 from a file), BENCH_MILLION_LIST (set to 1 to add a million-entry devices list through jobs: its
 ansible-playbook needs about 5 GB), BENCH_THROTTLED_N (3000), BENCH_LOOP_N (100), BENCH_LATENCY_MS (20),
 BENCH_FILE_N (100000; 0 skips), BENCH_LIST_MAX (100000), BENCH_OVERHEAD (1; 0 skips the per-task ratio),
-BENCH_OUT (docs/benchmarks.md: where the report goes).
+BENCH_OUT (docs/benchmarks.md: where the report goes), BENCH_HUBS (8; 0 skips the hubs-in-parallel run),
+BENCH_HUBS_N (20000 devices per hub), BENCH_HUBS_THROTTLE (none; e.g. S1:10 for every hub).
 """
 
 from __future__ import annotations
@@ -337,6 +340,68 @@ def per_task_ratio(collections, emu, latency: str) -> tuple:
     return statistics.median(ratios), statistics.median(stats), statistics.median(devs)
 
 
+def hubs_in_parallel(collections: Path, latency: str, lines: list, summary: dict) -> None:
+    """#28: BENCH_HUBS emulated hubs (separate processes, the same latency and throttle), BENCH_HUBS_N devices each
+    from one sharded file, converged by playbooks/fleet_of_hubs.yml with forks 1, 2, 4, 8: the wall time of each
+    first apply beside one hub's alone."""
+    n_hubs = int(os.environ.get("BENCH_HUBS", "8"))
+    per_hub = int(os.environ.get("BENCH_HUBS_N", "20000"))
+    throttle = os.environ.get("BENCH_HUBS_THROTTLE", "")
+    args = ["--latency-ms", latency] + (["--throttle", throttle] if throttle else [])
+    emus = [EmulatorProcess(WORK / f"emu-hub-{i}", *args).start() for i in range(n_hubs)]
+    try:
+        fleet_path = WORK / "hubs-fleet.jsonl"
+        with open(fleet_path, "w", encoding="utf-8") as fh:
+            for i in range(per_hub * n_hubs):
+                fh.write(json.dumps({"device_id": f"d-{i:08d}", "hub": f"hub-{i % n_hubs}"}) + "\n")
+        inv = WORK / "hubs.iothub.yml"
+        inv.write_text(json.dumps({"plugin": "fleet.azure_iot.iothub", "host_type": "hub", "hubs": [
+            {"name": f"hub-{i}", "connection_string_env": f"BENCH_HUB_{i}_CS", "ca_path": str(e.ca_path)}
+            for i, e in enumerate(emus)]}))
+        env = env_without_proxies()
+        env.update({f"BENCH_HUB_{i}_CS": e.connection_string for i, e in enumerate(emus)})
+        env.update({"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1",
+                    "ANSIBLE_LOCALHOST_WARNING": "0"})
+        sku = {"bench_sku": throttle.split(":")[0], "bench_units": int((throttle.split(":") + ["1"])[1])} \
+            if throttle else {}
+
+        def converge(forks: int, limit: str | None = None) -> float:
+            for e in emus:
+                e.reset()
+            cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), "-f", str(forks),
+                   str(REPO / "playbooks" / "fleet_of_hubs.yml"), "-e", f"fleet_devices_file={fleet_path}",
+                   "-e", f"ansible_python_interpreter={sys.executable}"]
+            if sku:
+                cmd += ["-e", f"fleet_hub_sku={sku['bench_sku']}", "-e", f"fleet_hub_units={sku['bench_units']}"]
+            if limit:
+                cmd += ["--limit", limit]
+            cpu0 = [cpu_seconds(e.proc) for e in emus]
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            wall = time.monotonic() - t0
+            if p.returncode:
+                print(p.stdout[-3000:], p.stderr[-3000:])
+                raise SystemExit(f"hubs bench with forks {forks} failed")
+            summary.setdefault("hubs", {})[f"forks-{forks}" + (f"-{limit}" if limit else "")] = {
+                "wall": wall, "emulator_cpu": sum(cpu_seconds(e.proc) - c for e, c in zip(emus, cpu0))}
+            return wall
+        one = converge(1, "hub-0")
+        lines += [f"## Hubs in parallel: {n_hubs} emulated hubs x {per_hub:,} devices (#28)", "",
+                  f"Each hub a separate emulator process ({latency} ms per request"
+                  f"{', throttle ' + throttle if throttle else ', no throttle'}); one play "
+                  "(playbooks/fleet_of_hubs.yml, `strategy: free`, `hub_key_filter`) converges every hub's first apply "
+                  f"from one sharded file. One hub alone: {one:.1f} s.", "",
+                  "| forks | wall s | wall / one hub's wall | ideal (hubs / forks) | emulators' CPU s |", "|---|---|---|---|---|"]
+        for forks in (1, 2, 4, 8):
+            wall = converge(forks)
+            cpu = summary["hubs"][f"forks-{forks}"]["emulator_cpu"]
+            lines.append(f"| {forks} | {wall:.1f} | {wall / one:.2f} | {n_hubs / min(forks, n_hubs):.0f} | {cpu:.1f} |")
+        lines.append("")
+    finally:
+        for e in emus:
+            e.stop()
+
+
 def main() -> int:
     sizes = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",") if x]
     jobs_n = int(os.environ.get("BENCH_JOBS_N", "100000"))
@@ -426,6 +491,9 @@ def main() -> int:
                 lines.append("")
         finally:
             azurite.stop()
+
+    if os.environ.get("BENCH_HUBS", "8") != "0":
+        hubs_in_parallel(collections, latency, lines, summary)
 
     if throttled_n:
         lines += ["## Throttled first applies: pacing against the quota floor", "",
