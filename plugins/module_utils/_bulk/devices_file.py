@@ -80,10 +80,13 @@ def _share(value: Any, intern=sys.intern) -> Any:
     return intern(value) if isinstance(value, str) and len(value) <= SHARED_MAX_CHARS else value
 
 
+UNSHARED = frozenset(("device_id", "primary_key", "secondary_key", "primary_thumbprint", "secondary_thumbprint"))
+
+
 def _shared_pairs(pairs) -> Dict[str, Any]:
-    """A JSON object with its names and short values shared, device ids excepted (each is unique: interning
-    them would only grow the interpreter's table)."""
-    return {sys.intern(k): v if k == "device_id" else _share(v) for k, v in pairs}
+    """A JSON object with its names and short values shared, ids, keys and thumbprints excepted (each is unique:
+    interning them would only grow the interpreter's table)."""
+    return {sys.intern(k): v if k in UNSHARED else _share(v) for k, v in pairs}
 
 
 def _jsonl(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -151,7 +154,7 @@ def _csv(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
                     raise InputError(f"devices_file: {path}:{number}: edge_enabled is {cell!r}; use true or false")
                 entry[column] = low in TRUE
             else:
-                entry[column] = cell if column == "device_id" else _share(cell)
+                entry[column] = cell if column in UNSHARED else _share(cell)
         yield f"{path}:{number}", entry
 
 
