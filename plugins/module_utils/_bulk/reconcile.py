@@ -106,6 +106,8 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
             # A device waits for its parent only when the parent's scope is not known yet (a parent created, or
             # made an edge device, in this run).  Below existing gateways every device goes in the first wave,
             # however deep: a drift of k devices costs ceil(k/100) bulk calls.
+            if not s.parent or s.parent not in self.by_id:
+                return 0  # nothing declared above it (no memo: a flat fleet of a million keeps no table)
             if s.device_id not in depth:
                 parent = self.by_id.get(s.parent) if s.parent else None
                 ready = parent is None or self._edge_scope(parent.device_id) is not None
@@ -335,7 +337,8 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
             self.check_parents(candidates)
             self.check_topology()
             delete_levels = self.plan_deletes(candidates)  # every guard rail is checked before the first write
-        self.total = len(self.specs) + len({s.device_id for level in delete_levels for s in level} - set(self.by_id))
+        self.total = len(self.specs) + len({s.device_id for level in delete_levels for s in level
+                                            if s.device_id not in self.by_id})
         levels = self.levels()
         for i, level in enumerate(levels):
             self.converge(level)
