@@ -75,25 +75,9 @@ BULK_PLAY = """
         mode: "0600"
 """
 
-FILE_PLAY = """
-- name: bench file
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: converge the fleet
-      fleet.azure_iot.iothub_device_bulk:
-        devices_file: "{{ bench_file }}"
-        defaults:
-          tags:
-            fleet: bench
-        storage_container_uri: "{{ bench_container | default(omit) }}"
-      register: bench_result
-    - name: report
-      ansible.builtin.copy:
-        content: "{{ bench_result | to_json }}"
-        dest: "{{ bench_out }}"
-        mode: "0600"
-"""
+# The same play with the fleet read from a file by the module (never through Ansible's templating).
+FILE_PLAY = BULK_PLAY.replace("bench bulk", "bench file").replace('devices: "{{ bench_devices }}"',
+                                                                    'devices_file: "{{ bench_file }}"')
 
 LOOP_PLAY = """
 - name: bench loop

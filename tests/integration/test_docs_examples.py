@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "docs/key-rotation.md",
-            "docs/fleet-jobs.md",
+            "docs/fleet-jobs.md", "docs/fleet-of-hubs.md",
             "roles/edge_gateway/README.md",
             "roles/edge_hierarchy/README.md",
             "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md", "docs/architecture.md"]
@@ -27,6 +27,13 @@ NOT_RUNNABLE = {
                         "tests/packaging runs ansible-builder create on it, from a tarball of the collection",
     ("docs/key-rotation.md", 0): "it needs -e step=N, one step per run: test_intent.py runs it step by step as a "
                                  "user would, checking after each step that the devices' key is still valid",
+    ("docs/fleet-jobs.md", 1): "the core of playbooks/fleet_from_file_watched.yml (a line a minute while the task "
+                               "runs): test_pacing_progress.py runs that play as shipped against a throttled emulator",
+    ("docs/fleet-of-hubs.md", 0): "an inventory file (host_type hub): test_inventory.py runs ansible-inventory on it",
+    ("docs/fleet-of-hubs.md", 1): "a play on the hubs of that inventory: test_inventory.py runs it as "
+                                  "playbooks/fleet_of_hubs.yml on three emulated hubs",
+    ("docs/fleet-of-hubs.md", 2): "an inventory file (gateways as hosts): test_inventory.py runs ansible-inventory on "
+                                  "the same options",
     ("iotcentral_device", "Name the application once for every IoT Central task of a play"):
         "it names a real application host (contoso-store.azureiotcentral.com), which cannot be reached here; "
         "the same module_defaults mechanism is tested against the emulator in test_iotcentral.py",
@@ -65,12 +72,24 @@ def _run_block(ansible, text: str, extra_vars: dict, label: str):
     return r
 
 
-def test_markdown_examples_run_as_written_in_order(ansible, emulator, hub, azurite):
+def fleet_csv(tmp_path: Path, hub) -> Path:
+    """The CSV of docs/fleet-jobs.md's example as written (with CRLF line ends, as a spreadsheet exports it); the
+    gateway it names exists."""
+    text = re.findall(r"```csv\n(.*?)```", (REPO / "docs/fleet-jobs.md").read_text(), flags=re.S)[0]
+    gateway = text.splitlines()[1].split(",")[2]
+    assert hub.put_device(gateway, {"deviceId": gateway, "capabilities": {"iotEdge": True}}).status_code == 200
+    path = tmp_path / "fleet.csv"
+    path.write_bytes(text.replace("\n", "\r\n").encode())
+    return path
+
+
+def test_markdown_examples_run_as_written_in_order(ansible, emulator, hub, azurite, tmp_path):
     extra = {"vault_iothub_connection_string": emulator.connection_string,
              "sensors": [{"device_id": f"sensor-{i}"} for i in range(1, 4)],
              "line1_sensors": ["line1-sensor-1", "line1-sensor-2"],
              "fleet_container_sas_url": azurite.container_uri("docs-fleet"),
-             "migration_container_sas_url": azurite.container_uri("docs-migration")}
+             "migration_container_sas_url": azurite.container_uri("docs-migration"),
+             "fleet_file": str(fleet_csv(tmp_path, hub))}
     ran = 0
     for rel in MARKDOWN:
         for i, block in enumerate(markdown_blocks(rel)):
