@@ -651,7 +651,7 @@ def main() -> None:
             report_ids_limit=dict(type="int", default=1000),
             report_file=dict(type="path"),
             progress_file=dict(type="path"),
-            hub_key_filter=dict(type="str"),
+            hub_key_filter=dict(type="str", no_log=False),  # a hub name, not a secret
             prune_children=dict(type="bool", default=False),
             prune_descendants=dict(type="bool", default=False),
             orphan_children=dict(type="bool", default=False),
