@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import InputError, IoTApiError, JobFailed
+from ansible_collections.fleet.azure_iot.plugins.module_utils._strings import shared_pairs
 
 ACTIVE = ("enqueued", "running", "queued", "scheduled", "unknown")
 POLL_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # a job is polled quickly first, then every 5 s
@@ -115,11 +115,8 @@ UNIQUE_VALUES = frozenset(("id", "deviceId", "moduleId", "eTag", "etag", "device
                            "statusUpdatedTime", "lastActivityTime", "connectionStateUpdatedTime", "$lastUpdated"))
 
 
-def _shared_strings(pairs, intern=sys.intern) -> Dict[str, Any]:
-    """A JSON object whose names (and short repeated values: "sas", "enabled", a tag, a twin etag) are shared by
-    every line: a fleet's 100,000 lines repeat the same dozen names, each a string of its own otherwise."""
-    return {intern(k): intern(v) if isinstance(v, str) and len(v) <= 16 and k not in UNIQUE_VALUES else v
-            for k, v in pairs}
+# Export lines: names and short repeated values ("sas", "enabled", a tag, a twin etag) shared by every line.
+_shared_strings = shared_pairs(UNIQUE_VALUES, 16)
 
 
 def json_lines(lines: Iterable[str]) -> Iterator[Dict[str, Any]]:

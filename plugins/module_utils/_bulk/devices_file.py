@@ -23,11 +23,11 @@ import gzip
 import io
 import json
 import os
-import sys
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import InputError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._shard import HUB_KEY, hub_entry
+from ansible_collections.fleet.azure_iot.plugins.module_utils._strings import share, shared_pairs
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 CSV_OPTIONS = ("device_id", "state", "status", "status_reason", "auth_type", "primary_key", "secondary_key",
@@ -72,21 +72,16 @@ def read_entries(path: str, fmt: Optional[str] = None) -> Iterator[Tuple[str, Di
 
 
 SHARED_MAX_CHARS = 64  # values up to this long are shared between lines (a status reason, a tag, a parent's id)
-
-
-def _share(value: Any, intern=sys.intern) -> Any:
-    """One string object for every line that holds the same short value: a million lines repeat a handful of
-    status reasons, tag values and parent ids, which would otherwise cost a string each."""
-    return intern(value) if isinstance(value, str) and len(value) <= SHARED_MAX_CHARS else value
-
-
 UNSHARED = frozenset(("device_id", "primary_key", "secondary_key", "primary_thumbprint", "secondary_thumbprint"))
 
 
-def _shared_pairs(pairs) -> Dict[str, Any]:
-    """A JSON object with its names and short values shared, ids, keys and thumbprints excepted (each is unique:
-    interning them would only grow the interpreter's table)."""
-    return {sys.intern(k): v if k in UNSHARED else _share(v) for k, v in pairs}
+def _share(value: Any) -> Any:
+    return share(value, SHARED_MAX_CHARS)
+
+
+# A line's names and short values shared (a million lines repeat a handful of status reasons, tag values and
+# parent ids); ids, keys and thumbprints are each line's own.
+_shared_pairs = shared_pairs(UNSHARED, SHARED_MAX_CHARS)
 
 
 def _jsonl(path: str, fh) -> Iterator[Tuple[str, Dict[str, Any]]]:
