@@ -135,46 +135,40 @@ class Budget:
             minutes = -(-(count - first) // self.limit)
             return wait + minutes * (WINDOW_SECONDS + SLACK_SECONDS)
 
-    def acquire(self, cost: float) -> float:
-        """Block until COST fits under the quota, then count it; return the seconds waited."""
+    def _admit(self, decide) -> tuple:
+        """Wait until DECIDE(now) -> (count, delay) gives no delay, then count COUNT as sent; return (count, the
+        seconds waited).  The one waiting loop of ``acquire`` and ``take`` (a wait counts once on the wall clock)."""
         waited = 0.0
         while True:
             with self._lock:
                 now = self.clock()
-                delay = self._delay(cost, now)
+                count, delay = decide(now)
                 if not delay:
-                    self.sent.append((now, cost))
+                    self.sent.append((now, count))
                     if waited:
                         self.wall.end()
-                    return waited
+                    return count, waited
                 if not waited:
                     self.wall.begin()
             self.sleep(delay)
             waited += delay
+
+    def acquire(self, cost: float) -> float:
+        """Block until COST fits under the quota, then count it; return the seconds waited."""
+        return self._admit(lambda now: (cost, self._delay(cost, now)))[1]
 
     def take(self, most: int) -> int:
         """A call that can be cut (a bulk call of MOST devices): block until at least one operation fits, then
         count and return how many go now (MOST, or what is left of the minute's quota).  The caller sends that
         many and leaves the rest for its next call, so the minute's budget is used, not left idle because a
         whole call of 100 no longer fits."""
-        waited = False
-        while True:
-            with self._lock:
-                now = self.clock()
-                self._recover(now)
-                used = self._used(now)
-                room = most if self.limit is None else int(self.limit - used)
-                if room >= 1 or not self.sent:
-                    count = max(1, min(most, room))
-                    self.sent.append((now, count))
-                    if waited:
-                        self.wall.end()
-                    return count
-                delay = self._delay(1, now)
-                if not waited:
-                    self.wall.begin()
-                    waited = True
-            self.sleep(delay)
+        def decide(now):
+            self._recover(now)
+            room = most if self.limit is None else int(self.limit - self._used(now))
+            if room >= 1 or not self.sent:
+                return max(1, min(most, room)), 0.0
+            return 0, self._delay(1, now)
+        return self._admit(decide)[0]
 
     def on_throttled(self, cost: float = 0) -> None:
         """A 429 for a call of COST.  The refused call did not count at the hub: it leaves the window (counting

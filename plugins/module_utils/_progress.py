@@ -6,8 +6,8 @@
 A module cannot stream to ansible-playbook's output.  ``RunProgress`` keeps the seconds spent per phase (read,
 plan, write; the pacing's wait is measured by the pacer and taken out of the phase it happened in) and, with a
 path (``progress_file``), replaces a small JSON file atomically every ``INTERVAL`` seconds from a background
-thread while the task runs, so a play that runs the task with ``async`` can read it with ``slurp`` between polls
-(docs/fleet-jobs.md).  The file holds counts and timings only: never an id, a key or a connection string.
+thread while the task runs, so a play that runs the task with ``async`` can read it between polls (a file lookup,
+or ``slurp`` on another host: docs/fleet-jobs.md).  The file holds counts and timings only: never an id, a key or a connection string.
 """
 
 from __future__ import annotations

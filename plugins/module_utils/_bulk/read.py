@@ -16,6 +16,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import
     from_export_line,
     identity_from_twin,
     Known,
+    rewrites_keys,
+    uses_keys,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import AuthorizationError, IoTApiError, PlanError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._iothub import MAX_QUERY_CHARS, quote_literal
@@ -181,12 +183,12 @@ class FleetReader:
         self.read_current = True
 
     def _keys_needed(self, spec, known: Known) -> Optional[bool]:
-        """Whether the plan needs SPEC's exported keys: declared keys are compared, a rotation keeps the other
-        key, and a rewrite of the identity carries them (without them the hub would generate new ones).  None
-        while the parent is not read yet (its scope decides whether the identity changes)."""
+        """Whether the plan needs SPEC's exported keys, by the rules of ``needs_get`` (``uses_keys``,
+        ``rewrites_keys``).  None while the parent is not read yet (its scope decides whether the identity
+        changes)."""
         if spec.state != "present":
             return False
-        if spec.primary_key is not None or spec.secondary_key is not None or spec.rotate_keys:
+        if uses_keys(spec):
             return True
         if spec.parent and spec.parent not in self.state:
             return None
@@ -194,7 +196,7 @@ class FleetReader:
             plan = plan_device(spec, known.identity, self.parent_scope(spec), None)
         except PlanError:
             return True  # something unusual (a parent without a scope yet): keep them
-        return plan.action != "none"
+        return rewrites_keys(plan)
 
     def _read_twins(self, ids: List[str], wanted: set):
         """The twins of the wanted devices, by a scan of the hub or by ``deviceId IN [...]`` lists, whichever costs

@@ -25,7 +25,14 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.guard import FleetGuard
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.input import BulkOptions, prune_matcher
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.read import FleetReader
-from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import ABSENT, Known, Outcome, Pending
+from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.state import (
+    ABSENT,
+    Known,
+    Outcome,
+    Pending,
+    rewrites_keys,
+    uses_keys,
+)
 from ansible_collections.fleet.azure_iot.plugins.module_utils._bulk.write import FleetWriter
 from ansible_collections.fleet.azure_iot.plugins.module_utils._diff import plan_diff, summary_diff
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import IoTApiError, PlanError
@@ -149,9 +156,7 @@ class BulkReconciler(FleetReader, FleetGuard, FleetWriter):
     def needs_get(self, s: DeviceSpec, plan: DevicePlan, known: Known) -> bool:
         if known.keys_known or not known.exists or s.state != "present":
             return False
-        if s.primary_key is not None or s.secondary_key is not None or s.rotate_keys:
-            return True  # declared keys must be compared with the hub's, a rotation keeps the other key
-        return plan.action == "update" and plan.after["auth_type"] == "sas" and plan.before["auth_type"] == "sas"
+        return uses_keys(s) or rewrites_keys(plan)
 
     def converge(self, specs: List[DeviceSpec]) -> None:
         pending = list(specs)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Set
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._models import DeviceSpec
+from ansible_collections.fleet.azure_iot.plugins.module_utils._plan import DevicePlan
 from ansible_collections.fleet.azure_iot.plugins.module_utils._twin import kept_twin
 
 EXPORT_FIELDS = ("status", "statusReason", "authentication", "capabilities", "deviceScope", "parentScopes")
@@ -188,6 +189,16 @@ def _pack_identity(identity: Dict[str, Any]) -> tuple:
              tuple(identity.get("parentScopes") or ()))
     return (identity["deviceId"], identity.get("etag"), keys.get("primaryKey") or None,
             keys.get("secondaryKey") or None, _shared_tuple(_SHAPES, shape, shape))
+
+
+def uses_keys(s: DeviceSpec) -> bool:
+    """Declared keys are compared with the hub's, and a rotation keeps the other key: both need the keys read."""
+    return s.primary_key is not None or s.secondary_key is not None or bool(s.rotate_keys)
+
+
+def rewrites_keys(plan: DevicePlan) -> bool:
+    """A rewrite of a SAS identity carries its keys (a bulk update without them makes the hub generate new ones)."""
+    return plan.action == "update" and plan.after["auth_type"] == "sas" and plan.before["auth_type"] == "sas"
 
 
 class Pending(NamedTuple):
