@@ -40,6 +40,16 @@ attributes:
       - fleet.azure_iot.iotcentral
 """
 
+    ACTIONGROUP_DPS = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/fleet.azure_iot.dps) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - fleet.azure_iot.dps
+"""
+
     INFO_MODULE = r"""
 options: {}
 attributes:

@@ -21,6 +21,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import Aut
 
 IOTHUB_SCOPE = "https://iothubs.azure.net/.default"
 IOTCENTRAL_SCOPE = "https://apps.azureiotcentral.com/.default"
+DPS_SCOPE = "https://azure-devices-provisioning.net/.default"  # the DPS data plane (iot-api-2.md §4.6)
 SAS_TTL_SECONDS = 3600
 RENEW_BEFORE_SECONDS = 300
 CONNECTION_STRING_KEYS = ("HostName", "SharedAccessKeyName", "SharedAccessKey", "SharedAccessSignature",

@@ -88,7 +88,8 @@ class RetryPolicy:
 
 
 def parse_error(response) -> tuple[str | None, str | None, str | None]:
-    """(code, message, request id) from IoT Hub's envelopes A and B or IoT Central's {"error": {...}}."""
+    """(code, message, request id) from IoT Hub's envelopes A and B, IoT Central's {"error": {...}} or the DPS's
+    {"errorCode", "message", "trackingId"}."""
     code = response.headers.get("iothub-errorcode") or response.headers.get("x-ms-error-code")
     request_id = response.headers.get("x-ms-request-id")
     message = None
@@ -102,6 +103,10 @@ def parse_error(response) -> tuple[str | None, str | None, str | None]:
             code = code or err.get("code")
             message = err.get("message")
             request_id = request_id or err.get("requestId")
+        elif "errorCode" in body and "message" in body:  # DPS: ProvisioningServiceErrorDetails (iot-api-2.md §4.1)
+            code = code or str(body["errorCode"])
+            message = body.get("message")
+            request_id = request_id or body.get("trackingId")
         elif isinstance(body.get("Message"), str):  # IoT Hub
             raw = body["Message"]
             inner = None

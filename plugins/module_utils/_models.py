@@ -132,7 +132,43 @@ def _check_module_id(value: str) -> str:
     return check_device_id(value, "module_id")
 
 
-class _IdentitySpec:
+class OptionSpec:
+    """Declared options checked the way the modules' argument specs check them, for option sets that also arrive
+    as entries of a list (bulk modules): types and choices (``OPTIONS``: option -> (kind, default)), value checks
+    (``CHECKS``), unknown names, and the rules across options (``_rules``).  Every problem names its option; all
+    are raised at once as a SpecError.  Subclasses declare ``__slots__`` (a fleet declares many)."""
+
+    __slots__ = ()
+    OPTIONS: Dict[str, Tuple[Any, Any]] = {}
+    CHECKS: Dict[str, Any] = {}
+
+    def __init__(self, **values: Any):
+        problems: List[Tuple[str, str]] = [(k, "is not a known option") for k in values if k not in self.OPTIONS]
+        for name, (kind, default) in self.OPTIONS.items():
+            if name not in values or (values[name] is None and default is not REQUIRED):
+                if default is REQUIRED:
+                    problems.append((name, "is required"))
+                setattr(self, name, None if default is REQUIRED else default)
+                continue
+            value, problem = _of_kind(values[name], kind)
+            if problem is None and name in self.CHECKS:
+                try:
+                    value = self.CHECKS[name](value)
+                except ValueError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                problems.append((name, problem))
+            setattr(self, name, value)
+        if not problems:
+            problems = [("", p) for p in self._rules()]
+        if problems:
+            raise SpecError(problems)
+
+    def _rules(self) -> List[str]:
+        return []
+
+
+class _IdentitySpec(OptionSpec):
     """What a device and a module identity share: authentication, twin content, state.  ``None`` means "not
     managed: keep what the hub has".
 
@@ -171,28 +207,6 @@ class _IdentitySpec:
         out = copy.copy(self)
         out.primary_key, out.secondary_key, out.rotate_keys = primary_key, secondary_key, None
         return out
-
-    def __init__(self, **values: Any):
-        problems: List[Tuple[str, str]] = [(k, "is not a known option") for k in values if k not in self.OPTIONS]
-        for name, (kind, default) in self.OPTIONS.items():
-            if name not in values or (values[name] is None and default is not REQUIRED):
-                if default is REQUIRED:
-                    problems.append((name, "is required"))
-                setattr(self, name, None if default is REQUIRED else default)
-                continue
-            value, problem = _of_kind(values[name], kind)
-            if problem is None and name in self.CHECKS:
-                try:
-                    value = self.CHECKS[name](value)
-                except ValueError as exc:
-                    problem = str(exc)
-            if problem is not None:
-                problems.append((name, problem))
-            setattr(self, name, value)
-        if not problems:
-            problems = [("", p) for p in self._rules()]
-        if problems:
-            raise SpecError(problems)
 
     def __repr__(self) -> str:
         shown = {k: getattr(self, k) for k in self.OPTIONS if "key" not in k and getattr(self, k) is not None}
@@ -244,6 +258,9 @@ def _of_kind(value: Any, kind: Any) -> Tuple[Any, Optional[str]]:
         return (value, None) if isinstance(value, str) else (value, "must be a string")
     if kind is dict:
         return (value, None) if isinstance(value, dict) else (value, "must be a dictionary")
+    if kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return (value, None) if ok else (value, "must be a list of strings")
     if value in kind:
         return value, None
     return value, "must be one of " + ", ".join(kind)

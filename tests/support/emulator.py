@@ -125,7 +125,7 @@ class EmulatorProcess:
 
     def ansible_env(self) -> dict[str, str]:
         """What a pipeline would export after sourcing emulator.env."""
-        return {k: v for k, v in self.env.items() if k.startswith(("IOTHUB_", "IOTCENTRAL_"))}
+        return {k: v for k, v in self.env.items() if k.startswith(("IOTHUB_", "IOTCENTRAL_", "DPS_"))}
 
 
 def env_without_proxies() -> dict[str, str]:

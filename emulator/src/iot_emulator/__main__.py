@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a device template id the app knows (default: dtmi:contoso:testDeviceTemplate;1)")
     p.add_argument("--central-organization", action="append", default=[],
                    help="an organization id the app knows (default: seattle)")
+    p.add_argument("--dps-port", type=int, default=0,
+                   help="port the Device Provisioning Service listens on (its own host name); 0 picks a free one")
+    p.add_argument("--dps-linked-hub", action="append", default=[], metavar="CONNECTION_STRING",
+                   help="another IoT hub (an emulator's owner connection string) linked to the DPS besides this "
+                        "emulator's own hub; repeatable")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -106,6 +111,26 @@ def load_central(data_dir: Path, args) -> "CentralApp":
     templates = set(args.central_template or ["dtmi:contoso:testDeviceTemplate;1"])
     orgs = set(args.central_organization or ["seattle"])
     return CentralApp(stored["name"], stored["app_id"], tokens, templates, orgs, stored["id_scope"])
+
+
+def load_dps(data_dir: Path) -> dict:
+    """The DPS instance's id scope and policy keys, kept in DIR/dps.json so that they survive a restart."""
+    from .dps import DPS_POLICIES
+    path = data_dir / "dps.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored.setdefault("id_scope", "0ne" + secrets.token_hex(4).upper())
+    keys = stored.setdefault("keys", {})
+    for name in DPS_POLICIES:
+        keys.setdefault(name, base64.b64encode(secrets.token_bytes(32)).decode())
+    write_atomic(path, json.dumps(stored, indent=2))
+    return stored
+
+
+def linked_hub_host(cs: str) -> str:
+    fields = dict(p.split("=", 1) for p in cs.split(";") if "=" in p)
+    if not fields.get("HostName"):
+        raise ValueError(f"--dps-linked-hub takes a connection string with HostName=, got {cs[:20]!r}...")
+    return fields["HostName"]
 
 
 def connection_string(host: str, policy: Policy) -> str:
@@ -155,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--fault-rate must be between 0 and 1")
         if args.max_page_size < 1:
             raise ValueError("--max-page-size must be at least 1")
+        linked = [linked_hub_host(cs) for cs in args.dps_linked_hub]
     except ValueError as exc:
         print(f"iot_emulator: {exc}", file=sys.stderr)
         return 2
@@ -179,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iot_emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     port = sock.getsockname()[1]
+    dps_sock = socket.socket(family, socket.SOCK_STREAM)
+    dps_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    dps_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        dps_sock.bind((args.host, args.dps_port))
+    except OSError as exc:
+        print(f"iot_emulator: cannot listen on {args.host}:{args.dps_port} for the DPS: {exc}", file=sys.stderr)
+        return 1
+    dps_port = dps_sock.getsockname()[1]
     display_host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     host_port = f"{display_host}:{port}"
 
@@ -193,7 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                         bulk_twin_mode=args.bulk_twin_mode, max_page_size=args.max_page_size,
                         query_right=args.query_right, adm_delay_s=args.adm_delay_s)
     central_app = load_central(data_dir, args)
-    emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode), central_app)
+    from .dps import DPS_AUDIENCES, DPS_POLICIES
+    dps_state = load_dps(data_dir)
+    dps_policies = {n: Policy(n, dps_state["keys"][n], set(DPS_POLICIES[n])) for n in DPS_POLICIES}
+    dps_host = f"{display_host}:{dps_port}"
+    dps_hosts = [f"127.0.0.1:{dps_port}", f"localhost:{dps_port}", f"[::1]:{dps_port}", dps_host]
+    dps_auth = Authorizer(dps_policies, dps_hosts, entra_test_mode=args.entra_test_mode, audiences=DPS_AUDIENCES)
+    emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode), central_app,
+                        dps_authorizer=dps_auth, linked_hubs=[host_port] + linked)
+    emulator.dps_ports.add(dps_port)
 
     config = uvicorn.Config(emulator.build(), ssl_certfile=str(server_pem), ssl_keyfile=str(server_key),
                             log_level=args.log_level, lifespan="off", server_header=False,
@@ -219,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             "IOTCENTRAL_API_TOKEN": central_app.tokens[0],
             "IOTCENTRAL_CA_PATH": str((data_dir / "ca.pem").resolve()),
             "IOTCENTRAL_APP_NAME": central_app.name,
+            "DPS_CONNECTION_STRING": connection_string(dps_host, dps_policies["provisioningserviceowner"]),
+            "DPS_HOSTNAME": dps_host,
+            "DPS_ID_SCOPE": dps_state["id_scope"],
+            "DPS_DEVICE_ENDPOINT": dps_host,
+            "DPS_CA_PATH": str((data_dir / "ca.pem").resolve()),
         })
         write_atomic(env_path, "\n".join(lines) + "\n")
         log.warning("iot_emulator listening on https://%s (env: %s)", host_port, env_path)
@@ -226,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         task = asyncio.create_task(announce())
         try:
-            await server.serve(sockets=[sock])
+            await server.serve(sockets=[sock, dps_sock])
         finally:
             task.cancel()
 

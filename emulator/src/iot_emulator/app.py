@@ -1,6 +1,7 @@
 """The emulator's wiring: settings, the registry and the stores, the routes of each service area (a file each:
 ``devices``, ``query``, ``twins``, ``modules``, ``configurations``, ``jobs``, ``central``), the test-control routes
-(``control``) and the fault and latency layer around them (``faults``).  What a route needs from every request
+(``control``) and the fault and latency layer around them (``faults``); the Device Provisioning Service
+(``dps``) on its own port.  What a route needs from every request
 (api-version, authorization, the throttle, error envelopes) is here too, once.
 """
 
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import adm, configurations, control, devices, faults, jobs, modules, query, twins
+from . import adm, configurations, control, devices, dps, faults, jobs, modules, query, twins
 from .auth import Authorizer
 from .errors import ApiError, bad_request
 from .registry import Registry
@@ -80,9 +81,13 @@ def json_response(body: Any, status: int = 200, etag: str | None = None, headers
 
 
 class Emulator:
-    def __init__(self, settings: Settings, authorizer: Authorizer, central_app=None):
+    def __init__(self, settings: Settings, authorizer: Authorizer, central_app=None,
+                 dps_authorizer: Authorizer | None = None, linked_hubs: list | None = None):
         self.settings = settings
         self.auth = authorizer
+        self.dps_auth = dps_authorizer  # the DPS instance's policies and host names (None: no DPS)
+        self.dps = dps.DpsStore(list(linked_hubs or []))
+        self.dps_ports: set = set()  # local ports that serve the DPS (set by the server)
         self.registry = Registry(settings.query_lag_s)
         self.registry.bulk_twin_mode = settings.bulk_twin_mode
         self.registry.max_page_size = settings.max_page_size
@@ -122,7 +127,8 @@ class Emulator:
         os.replace(tmp, path)
 
     def dump_state(self) -> dict:
-        return {"registry": self.registry.dump(), "configurations": self.configurations.dump(), **self.extra_state()}
+        return {"registry": self.registry.dump(), "configurations": self.configurations.dump(),
+                "dps": self.dps.dump(), **self.extra_state()}
 
     def extra_state(self) -> dict:
         return {"central": self.central.app.dump()} if self.central else {}
@@ -130,6 +136,7 @@ class Emulator:
     def load_state(self, data: dict) -> None:
         self.registry.load(data.get("registry", {}))
         self.configurations.load(data.get("configurations", {}))
+        self.dps.load(data.get("dps", {}))
         if self.central and "central" in data:
             self.central.app.load(data["central"])
 
@@ -207,6 +214,7 @@ class Emulator:
         self.configurations.reset()
         self.jobs.reset()
         self.races.clear()
+        self.dps.reset()
         if self.central:
             self.central.app.devices.clear()
             self.central.app.credentials.clear()
@@ -223,12 +231,25 @@ class Emulator:
         return self.fault_response(request.scope, err, request.scope.get("emulator.request_id", ""))
 
     def build(self):
-        inner = Starlette(routes=self.routes(),
-                          exception_handlers={404: self.unknown_route, 405: self.unknown_route})
+        hub = Starlette(routes=self.routes(),
+                        exception_handlers={404: self.unknown_route, 405: self.unknown_route})
+        dps_app = Starlette(routes=dps.routes(self),
+                            exception_handlers={404: self.unknown_route, 405: self.unknown_route})
+
+        async def inner(scope, receive, send):
+            # The hub (and Central, and the test-control routes) on the main port; the DPS on its own.
+            app = dps_app if self.is_dps(scope) else hub
+            return await app(scope, receive, send)
 
         return faults.outer_app(self, inner)
 
+    def is_dps(self, scope) -> bool:
+        server = scope.get("server")
+        return bool(server and server[1] in self.dps_ports)
+
     def fault_response(self, scope, err: ApiError, request_id: str) -> Response:
+        if self.is_dps(scope):
+            return dps.render_error(err, request_id)
         if scope["path"].startswith("/api/") and self.central:
             from .central import central_error
             return central_error(err, request_id)

@@ -16,7 +16,7 @@ from . import twins
 from .faults import FAULT_KINDS, Throttle, parse_throttle
 
 QUERY_RIGHTS = ("ServiceConnect", "RegistryRead")
-SECRET_KINDS = ("device_keys", "policy_keys", "central_tokens", "central_device_keys", "document_secrets")
+SECRET_KINDS = ("device_keys", "policy_keys", "central_tokens", "central_device_keys", "document_secrets", "dps_keys")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class Stats:
     jobs_created: int = 0
     job_devices_imported: int = 0
     job_devices_exported: int = 0
+    dps_reads: int = 0
+    dps_writes: int = 0
     responses_by_status: Counter = field(default_factory=Counter)
     faults_injected: Counter = field(default_factory=Counter)
     requests_by_route: Counter = field(default_factory=Counter)
@@ -52,6 +54,7 @@ class Stats:
             "central_writes": self.central_writes, "configuration_writes": self.configuration_writes,
             "apply_content_calls": self.apply_content_calls, "jobs_created": self.jobs_created,
             "job_devices_imported": self.job_devices_imported, "job_devices_exported": self.job_devices_exported,
+            "dps_reads": self.dps_reads, "dps_writes": self.dps_writes,
             "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
             "faults_injected": dict(self.faults_injected),
             "requests_by_route": dict(self.requests_by_route),
@@ -199,6 +202,10 @@ def configure(emu, changes: dict) -> None:
             if value not in ("IotEdge", None):
                 raise ValueError("apply_content_managed_by must be \"IotEdge\" or null")
             emu.registry.apply_content_managed_by = value
+        elif key == "dps_put_without_if_match":
+            if value not in ("conflict", "upsert"):
+                raise ValueError("dps_put_without_if_match must be conflict or upsert")
+            emu.dps.put_without_if_match = value
         elif key == "query_right":
             if value not in QUERY_RIGHTS:
                 raise ValueError(f"query_right must be one of {', '.join(QUERY_RIGHTS)}")

@@ -64,7 +64,7 @@ def is_write(scope) -> bool:
     method, path = scope.get("method"), scope.get("path", "")
     if method in ("PUT", "PATCH", "DELETE"):
         return True
-    return method == "POST" and not path.endswith("/query") and not path.endswith("/testQueries")
+    return method == "POST" and not path.endswith(("/query", "/testQueries", "/attestationmechanism"))
 
 
 def outer_app(emu, inner):
