@@ -50,6 +50,12 @@ MANAGED = ("attestation", "x509_certificate", "x509_secondary_certificate", "x50
            "reprovision_policy", "iot_edge", "initial_twin", "optional_device_information")
 
 
+KIND_OPTIONS = {"symmetric_key": ("primary_key", "secondary_key", "rotate_keys"),
+                "x509": ("x509_certificate", "x509_secondary_certificate", "x509_ca_reference",
+                         "x509_secondary_ca_reference"),
+                "tpm": ("tpm_endorsement_key", "tpm_storage_root_key")}
+
+
 def check_registration_id(value: str, option: str = "registration_id") -> str:
     if not isinstance(value, str) or not REGISTRATION_ID_RE.match(value):
         raise ValueError(f"{value!r} is not a valid {option}: up to 128 letters, digits and ':', '.', '_', '-', "
@@ -169,13 +175,9 @@ class EnrollmentSpec(OptionSpec):
             if given:
                 return [f"state=absent takes only {self.ID_OPTION}, not {', '.join(given)}"]
             return []
-        kinds = {"symmetric_key": ("primary_key", "secondary_key", "rotate_keys"),
-                 "x509": ("x509_certificate", "x509_secondary_certificate", "x509_ca_reference",
-                          "x509_secondary_ca_reference"),
-                 "tpm": ("tpm_endorsement_key", "tpm_storage_root_key")}
-        for kind, options in kinds.items():
+        for kind, options in KIND_OPTIONS.items():
             used = [o for o in options if self.declared(o)]
-            if used and self.attestation != kind:
+            if used and self.attestation not in (None, kind):
                 problems.append(f"{', '.join(used)} belong to attestation={kind}; set attestation: {kind}"
                                 + (f" (not {self.attestation})" if self.attestation else ""))
         if self.rotate_keys and (self.declared("primary_key") or self.declared("secondary_key")):
@@ -420,6 +422,11 @@ def plan_enrollment(spec: EnrollmentSpec, current: Optional[Dict[str, Any]],
         changes["custom_allocation"] = (after["custom_allocation"], None)
         after["custom_allocation"] = None
     kind_after = after["attestation"]
+    for kind, options in KIND_OPTIONS.items():
+        used = [o for o in options if spec.declared(o)]
+        if used and kind != kind_after:
+            raise PlanError(f"{', '.join(used)}: {spec.label} uses attestation {kind_after}, not {kind}; set "
+                            f"attestation: {kind} to change it")
     keys: Optional[Tuple] = None
     if kind_after == "symmetric_key":
         wants_keys = any(declared_keys) or spec.rotate_keys is not None or intended_keys is not None

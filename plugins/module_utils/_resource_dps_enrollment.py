@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import DpsClient
+from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import DpsClient, build_dps_client
 from ansible_collections.fleet.azure_iot.plugins.module_utils._dps_enrollment import (
     EnrollmentPlan,
     EnrollmentSpec,
@@ -177,3 +177,19 @@ def spec_from_params(kind, params: Dict[str, Any]) -> EnrollmentSpec:
     if twin is not None:
         values["initial_twin"] = {k: v for k, v in twin.items() if v is not None}
     return kind(**values)
+
+
+def read_enrollments(module, kind, item_id: Optional[str]) -> list:
+    """The _info modules: one enrollment (or group) by id, validated before any request, or all of them; the
+    webhook keys masked."""
+    if item_id is not None:
+        kind(**{kind.ID_OPTION: item_id})
+    client = build_dps_client(module.params, module.warn)
+    if item_id is not None:
+        one = client.get(item_id, kind.GROUP)
+        items = [one] if one else []
+    else:
+        items = list(client.query(kind.GROUP))
+    for item in items:
+        mask_enrollment(module, item)
+    return items
