@@ -63,6 +63,13 @@ def parse_connection_string(value: str, option: str = "connection_string") -> di
     return parts
 
 
+def derive_device_key(group_key: str, registration_id: str) -> str:
+    """The device key of a symmetric-key enrollment group's member: base64(HMAC-SHA256(base64decode(group key),
+    UTF-8 registration id)) (iot-api-2.md §4.7, as the DPS docs and the CLI compute it)."""
+    digest = hmac.new(decode_key(group_key, "group_key"), registration_id.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
 def sas_token(resource: str, key_name, key: str, expiry: int) -> str:
     """SharedAccessSignature for RESOURCE (the hub host, or ``<host>/devices/<id>`` for a device), as the SDKs sign
     it (sr = quote_plus(resource)); ``skn`` only for a policy key (KEY_NAME), not for a device or module key."""

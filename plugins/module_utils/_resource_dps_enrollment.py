@@ -133,6 +133,12 @@ def enrollment_result(module, converged: Converged, res: EnrollmentResource, ret
     """The result of dps_enrollment and dps_enrollment_group: keys masked everywhere unless RETURN_SECRETS."""
     spec, plan = res.spec, converged.acted
     obj = converged.obj
+    att = (obj or {}).get("attestation") or {}
+    if return_secrets and att.get("type") == "symmetricKey" and not att.get("symmetricKey") and obj.get("etag"):
+        # GET hides the keys: read them (asked for; not in check mode's prediction of a create, which has no etag)
+        keys = attestation_keys(res.client.attestation(spec.item_id, spec.GROUP))
+        obj = dict(obj, attestation={"type": "symmetricKey",
+                                     "symmetricKey": {"primaryKey": keys[0], "secondaryKey": keys[1]}})
     mask_enrollment(module, obj, res.seen_keys, return_secrets)
     for view in (plan.before, plan.after):  # the webhook URL the enrollment had before the change too
         cad = (view or {}).get("custom_allocation") or {}

@@ -234,3 +234,65 @@ def test_info_one_and_all_with_webhook_key_masked(ansible, emulator, dps):
     assert r.task("none").result["enrollments"] == []
     assert "SECRETFUNCTIONKEY123" not in r.output
     assert dps.get("i-1")["customAllocationDefinition"]["webhookUrl"] == hook
+
+
+def group(name, **args):
+    return task(name, "dps_enrollment_group", **args)
+
+
+def test_group_lifecycle_keys_kept_and_info(ansible, emulator, dps):
+    create = group("g", enrollment_group_id="plant1-gateways", attestation="symmetric_key",
+                   capabilities={"iot_edge": True}, allocation_policy="hashed", iot_hubs=[emulator.hostname],
+                   initial_twin={"tags": {"site": "plant1"}})
+    with counting(emulator) as w:
+        checked = run_ok(ansible, create, check=True, diff=True)
+    assert checked.task("g").changed and w.writes == 0
+    with counting(emulator) as w:
+        first = run_ok(ansible, create)
+    assert first.task("g").changed and w.writes == 1
+    keys = dps.call("POST", "/enrollmentGroups/plant1-gateways/attestationmechanism").json()["symmetricKey"]
+    with counting(emulator) as w:
+        again = run_ok(ansible, create)
+    assert not again.task("g").changed and w.writes == 0
+    upd = run_ok(ansible, group("u", enrollment_group_id="plant1-gateways", reprovision_policy="never"), diff=True)
+    assert upd.task("u").result["changes"] == ["reprovision_policy"]
+    rec = dps.call("GET", "/enrollmentGroups/plant1-gateways").json()
+    assert rec["reprovisionPolicy"] == {"updateHubAssignment": False, "migrateDeviceData": False}
+    assert rec["iotHubs"] == [emulator.hostname] and rec["capabilities"] == {"iotEdge": True}
+    assert dps.call("POST", "/enrollmentGroups/plant1-gateways/attestationmechanism").json()["symmetricKey"] == keys
+    no_secret_in(first.output + upd.output, emulator)
+    shown = run_ok(ansible, group("k", enrollment_group_id="plant1-gateways", return_secrets=True))
+    assert shown.task("k").result["enrollment"]["attestation"]["symmetricKey"] == keys
+    run_ok(ansible, group("ca", enrollment_group_id="plant1-cameras", attestation="x509",
+                          x509_ca_reference="plant1-root"))
+    info = run_ok(ansible, task("one", "dps_enrollment_group_info", enrollment_group_id="plant1-gateways",
+                                registrations=True),
+                  task("all", "dps_enrollment_group_info"))
+    assert [g["enrollmentGroupId"] for g in info.task("one").result["enrollment_groups"]] == ["plant1-gateways"]
+    assert info.task("one").result["registrations"] == []
+    assert sorted(g["enrollmentGroupId"] for g in info.task("all").result["enrollment_groups"]) == [
+        "plant1-cameras", "plant1-gateways"]
+    assert dps.get("plant1-gateways") is None  # a group is not an individual enrollment
+
+
+@pytest.mark.parametrize("args,words", [
+    ({"enrollment_group_id": "g-1", "attestation": "tpm"}, "attestation"),
+    ({"enrollment_group_id": "g-1", "attestation": "x509"}, "x509_certificate or x509_ca_reference"),
+    ({"enrollment_group_id": "g-1", "attestation": "x509", "x509_ca_reference": "a",
+      "x509_certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}, "mutually exclusive"),
+    ({"enrollment_group_id": "g 1", "attestation": "symmetric_key"}, "enrollment_group_id"),
+    ({"enrollment_group_id": "g-1", "attestation": "symmetric_key", "device_id": "x"}, "device_id"),
+])
+def test_group_bad_input(ansible, emulator, args, words):
+    with counting(emulator) as w:
+        r = ansible.run(play(group("bad", **args)))
+    assert r.rc != 0 and w.writes == 0 and words in r.task("bad").result["msg"]
+
+
+def test_module_defaults_group_dps(ansible, emulator, dps):
+    r = run_ok(ansible, play(enroll("md", registration_id="md-1", attestation="symmetric_key"),
+                             module_defaults={"group/fleet.azure_iot.dps": {
+                                 "dps_connection_string": emulator.env["DPS_CONNECTION_STRING"],
+                                 "ca_path": emulator.env["DPS_CA_PATH"]}}),
+               env={"DPS_CONNECTION_STRING": "", "DPS_CA_PATH": ""})
+    assert r.task("md").changed and dps.get("md-1") is not None
