@@ -296,3 +296,65 @@ def test_module_defaults_group_dps(ansible, emulator, dps):
                                  "ca_path": emulator.env["DPS_CA_PATH"]}}),
                env={"DPS_CONNECTION_STRING": "", "DPS_CA_PATH": ""})
     assert r.task("md").changed and dps.get("md-1") is not None
+
+
+def bulk(name, enrollments):
+    return task(name, "dps_enrollment_bulk", enrollments=enrollments)
+
+
+def test_bulk_create_rerun_update_delete_and_scope(ansible, emulator, dps):
+    fleet = [{"registration_id": f"line1-s{i:02d}", "attestation": "symmetric_key",
+              "initial_twin": {"tags": {"line": "1"}}} for i in range(25)]
+    run_ok(ansible, enroll("other", registration_id="not-declared", attestation="symmetric_key"))
+    with counting(emulator) as w:
+        checked = run_ok(ansible, bulk("b", fleet), check=True)
+    assert w.writes == 0 and checked.task("b").changed and checked.task("b").result["counts"]["created"] == 25
+    with counting(emulator) as w:
+        first = run_ok(ansible, bulk("b", fleet))
+    res = first.task("b").result
+    assert res["counts"]["created"] == 25 and res["bulk_calls"] == 3 and w.writes == 3  # at most 10 per call
+    keys = dps.keys("line1-s07")
+    with counting(emulator) as w:
+        again = run_ok(ansible, bulk("b", fleet))
+    assert not again.task("b").changed and w.writes == 0 and again.task("b").result["counts"]["unchanged"] == 25
+    gets = "DPS GET /enrollments/{item_id}"  # a no-op re-run reads query pages only, no enrollment one by one
+    assert w.end["requests_by_route"].get(gets, 0) == w.start["requests_by_route"].get(gets, 0)
+    changed = [dict(e) for e in fleet]
+    changed[7]["provisioning_status"] = "disabled"
+    changed[8] = {"registration_id": "line1-s08", "state": "absent"}
+    with counting(emulator) as w:
+        r = run_ok(ansible, bulk("b", changed), diff=True)
+    res = r.task("b").result
+    assert res["updated"] == ["line1-s07"] and res["deleted"] == ["line1-s08"] and res["counts"]["unchanged"] == 23
+    assert w.writes == 2  # one bulk update, one DELETE
+    assert dps.get("line1-s07")["provisioningStatus"] == "disabled" and dps.keys("line1-s07") == keys
+    assert dps.get("line1-s08") is None and dps.get("not-declared") is not None  # the undeclared one is left alone
+    no_secret_in(first.output + r.output, emulator)
+
+
+def test_bulk_item_refused_by_the_service_others_applied(ansible, emulator, dps):
+    entries = [{"registration_id": "ok-1", "attestation": "symmetric_key"},
+               {"registration_id": "bad-hub", "attestation": "symmetric_key", "allocation_policy": "static",
+                "iot_hubs": ["not-linked.azure-devices.net"]},
+               {"registration_id": "ok-2", "attestation": "tpm", "tpm_endorsement_key": EK}]
+    r = ansible.run(play(bulk("b", entries)))
+    res = r.task("b").result
+    assert r.rc != 0 and res["changed"] is True
+    assert [f["registrationId"] for f in res["failed_enrollments"]] == ["bad-hub"]
+    assert res["failed_enrollments"][0]["errorCode"] == 400004 and res["failed_enrollments"][0]["operation"] == "create"
+    assert sorted(res["created"]) == ["ok-1", "ok-2"]
+    assert dps.get("ok-1") and dps.get("ok-2") and dps.get("bad-hub") is None
+
+
+def test_bulk_bad_entry_fails_before_any_request(ansible, emulator):
+    entries = [{"registration_id": f"e-{i}", "attestation": "symmetric_key"} for i in range(5)]
+    entries[3] = {"registration_id": "e-3", "attestation": "tpm", "primary_key": KEY_A}
+    entries.append({"registration_id": "E-1", "attestation": "symmetric_key"})
+    entries.append({"registration_id": "e-9", "attestation": "symmetric_key", "rotate_keys": "primary"})
+    before = emulator.stats()
+    r = ansible.run(play(bulk("b", entries)))
+    after = emulator.stats()
+    assert r.rc != 0 and after["requests"] == before["requests"]  # no request at all
+    msg = r.task("b").result["msg"]
+    assert "enrollments[3] (e-3)" in msg and "declared twice" in msg and "rotate_keys" in msg
+    assert KEY_A not in r.output
