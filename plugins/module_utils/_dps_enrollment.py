@@ -197,9 +197,6 @@ class EnrollmentSpec(OptionSpec):
         if self.attestation == "tpm" and not self.declared("tpm_endorsement_key"):
             problems.append("attestation=tpm needs tpm_endorsement_key")
         policy = self.allocation_policy
-        if self.iot_hubs is not None and policy is None:
-            problems.append("iot_hubs needs allocation_policy (hashed, geoLatency, static or custom): the hubs are "
-                            "the ones the policy chooses from")
         if self.iot_hubs is not None and not self.iot_hubs:
             problems.append("iot_hubs must name at least one linked IoT hub")
         if policy == "static" and self.iot_hubs is not None and len(self.iot_hubs) != 1:

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dps-linked-hub", action="append", default=[], metavar="CONNECTION_STRING",
                    help="another IoT hub (an emulator's owner connection string) linked to the DPS besides this "
                         "emulator's own hub; repeatable")
+    p.add_argument("--dps-linked-hub-ca", action="append", default=[], type=Path, metavar="PEM",
+                   help="a CA to trust when the DPS calls a linked hub (another emulator's ca.pem); repeatable")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--fault-rate must be between 0 and 1")
         if args.max_page_size < 1:
             raise ValueError("--max-page-size must be at least 1")
-        linked = [linked_hub_host(cs) for cs in args.dps_linked_hub]
+        for cs in args.dps_linked_hub:
+            linked_hub_host(cs)
     except ValueError as exc:
         print(f"iot_emulator: {exc}", file=sys.stderr)
         return 2
@@ -234,8 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     dps_host = f"{display_host}:{dps_port}"
     dps_hosts = [f"127.0.0.1:{dps_port}", f"localhost:{dps_port}", f"[::1]:{dps_port}", dps_host]
     dps_auth = Authorizer(dps_policies, dps_hosts, entra_test_mode=args.entra_test_mode, audiences=DPS_AUDIENCES)
+    import ssl
+    linked_verify = ssl.create_default_context(cafile=str(data_dir / "ca.pem"))
+    for ca in args.dps_linked_hub_ca:
+        linked_verify.load_verify_locations(cafile=str(ca))
+    own = connection_string(host_port, policies["iothubowner"])
     emulator = Emulator(settings, Authorizer(policies, hosts, entra_test_mode=args.entra_test_mode), central_app,
-                        dps_authorizer=dps_auth, linked_hubs=[host_port] + linked)
+                        dps_authorizer=dps_auth, linked_hubs=[own] + list(args.dps_linked_hub),
+                        dps_id_scope=dps_state["id_scope"], linked_verify=linked_verify)
     emulator.dps_ports.add(dps_port)
 
     config = uvicorn.Config(emulator.build(), ssl_certfile=str(server_pem), ssl_keyfile=str(server_key),

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import adm, configurations, control, devices, dps, faults, jobs, modules, query, twins
+from . import adm, configurations, control, devices, dps, dps_register, faults, jobs, modules, query, twins
 from .auth import Authorizer
 from .errors import ApiError, bad_request
 from .registry import Registry
@@ -82,11 +82,15 @@ def json_response(body: Any, status: int = 200, etag: str | None = None, headers
 
 class Emulator:
     def __init__(self, settings: Settings, authorizer: Authorizer, central_app=None,
-                 dps_authorizer: Authorizer | None = None, linked_hubs: list | None = None):
+                 dps_authorizer: Authorizer | None = None, linked_hubs: list | None = None, dps_id_scope: str = "",
+                 linked_verify=True):
         self.settings = settings
         self.auth = authorizer
         self.dps_auth = dps_authorizer  # the DPS instance's policies and host names (None: no DPS)
-        self.dps = dps.DpsStore(list(linked_hubs or []))
+        self.dps_id_scope = dps_id_scope
+        # The IoT hubs linked to the DPS (this emulator's own first), by host name: owner connection strings.
+        self.linked = {h.host: h for h in (dps_register.LinkedHub(cs, linked_verify) for cs in linked_hubs or [])}
+        self.dps = dps.DpsStore(list(self.linked))
         self.dps_ports: set = set()  # local ports that serve the DPS (set by the server)
         self.registry = Registry(settings.query_lag_s)
         self.registry.bulk_twin_mode = settings.bulk_twin_mode
@@ -233,7 +237,7 @@ class Emulator:
     def build(self):
         hub = Starlette(routes=self.routes(),
                         exception_handlers={404: self.unknown_route, 405: self.unknown_route})
-        dps_app = Starlette(routes=dps.routes(self),
+        dps_app = Starlette(routes=dps.routes(self) + dps_register.routes(self),
                             exception_handlers={404: self.unknown_route, 405: self.unknown_route})
 
         async def inner(scope, receive, send):
