@@ -105,8 +105,7 @@ class DpsClient(RestClient):
             self.counters.add(query_pages=1)
             if r.status_code != 200:
                 raise error_from_response(r, what)
-            for item in r.json() or []:
-                yield item
+            yield from r.json() or []
             token = r.headers.get("x-ms-continuation")
             if not token:
                 return

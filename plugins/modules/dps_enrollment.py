@@ -196,12 +196,12 @@ EXAMPLES = r"""
         role: gateway
     reprovision_policy: reprovision_and_migrate_data
 
-- name: Pin a device to one hub
+- name: Pin a device to one linked hub (plant1_hub_hostname, for example plant1-hub.azure-devices.net)
   fleet.azure_iot.dps_enrollment:
     registration_id: plant1-sensor-7
     attestation: symmetric_key
     allocation_policy: static
-    iot_hubs: [plant1-hub.azure-devices.net]
+    iot_hubs: ["{{ plant1_hub_hostname }}"]
 
 - name: Disable a device without touching anything else
   fleet.azure_iot.dps_enrollment:

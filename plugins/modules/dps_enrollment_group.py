@@ -188,7 +188,7 @@ EXAMPLES = r"""
     capabilities:
       iot_edge: true
     allocation_policy: hashed
-    iot_hubs: [plant1-hub-a.azure-devices.net, plant1-hub-b.azure-devices.net]
+    iot_hubs: "{{ plant1_hub_hostnames }}"
     initial_twin:
       tags:
         site: plant1

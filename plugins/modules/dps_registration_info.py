@@ -11,8 +11,8 @@ short_description: Read Device Provisioning Service registration states
 version_added: 1.2.0
 description:
   - Reads the registration state of one device (O(registration_id)), or of every device that registered through
-    an enrollment group (O(enrollment_group_id), a paged query): whether it was assigned, to which hub, under which
-    device id, and when.
+    an enrollment group (O(enrollment_group_id), a paged query). A state says whether the device was assigned, to
+    which hub, under which device id, and when.
 author:
   - fleet.azure_iot developers (@fleet-azure-iot)
 extends_documentation_fragment:

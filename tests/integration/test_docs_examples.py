@@ -19,7 +19,8 @@ MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "
             "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md", "docs/architecture.md"]
 MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "iothub_module", "iothub_module_info",
                 "iothub_edge_modules", "iothub_configuration", "iothub_configuration_info", "iothub_registry_export",
-                "iotcentral_device", "iotcentral_device_info"]
+                "iotcentral_device", "iotcentral_device_info", "dps_enrollment", "dps_enrollment_info",
+                "dps_enrollment_group", "dps_enrollment_group_info", "dps_enrollment_bulk", "dps_registration_info"]
 
 # (source, block index or task name) -> why it is not run against the emulator.
 NOT_RUNNABLE = {
@@ -115,7 +116,8 @@ def test_the_trials_order_hierarchy_then_gateway_deletes_nothing(ansible, hub):
 
 def test_module_examples_run_as_written_in_order(ansible, emulator, azurite):
     extra = {"vault_iothub_connection_string": emulator.connection_string,
-             "vault_backup_container_sas_url": azurite.container_uri("docs-backup")}
+             "vault_backup_container_sas_url": azurite.container_uri("docs-backup"),
+             "plant1_hub_hostname": emulator.hostname, "plant1_hub_hostnames": [emulator.hostname]}
     for name in MODULE_ORDER:
         tasks = yaml.safe_load(module_examples(name))
         skipped = [t for t in tasks if (name, t["name"]) in NOT_RUNNABLE]

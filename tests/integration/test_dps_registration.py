@@ -6,11 +6,12 @@ from __future__ import annotations
 
 
 import pytest
-from helpers import run_ok, task
+from helpers import play, run_ok, task
 from support.node_sdk import register
 from support.emulator import env_without_proxies
 from support.hub import HubClient
 from support.ansible import AnsibleRunner
+from test_dps_enrollment import Dps
 
 DEVICES = [f"plant1-dev-{i}" for i in range(6)]
 
@@ -96,3 +97,68 @@ def test_individual_enrollment_and_wrong_key(two_hubs):
     run_ok(ansible, task("off", "dps_enrollment", registration_id="solo-1", provisioning_status="disabled"))
     refused = register(env["DPS_DEVICE_ENDPOINT"], env["DPS_ID_SCOPE"], "solo-1", key, env["DPS_CA_PATH"])
     assert "error" in refused  # a disabled enrollment does not provision
+
+
+def test_edge_hierarchy_enrolls_a_dps_gateway_then_adopts_it(ansible, emulator, hub):
+    tree = [{"device_id": "plant-gw", "children": [
+        {"device_id": "line1-gw", "provisioning": "dps", "tags": {"line": "1"},
+         "children": [{"device_id": "line1-sensor-1"}, {"device_id": "line1-sensor-2"}]}]}]
+    role = {"name": "hierarchy", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_hierarchy"},
+            "vars": {"edge_hierarchy_tree": tree, "edge_hierarchy_prune": True}}
+    show = {"name": "result", "ansible.builtin.debug": {"var": "edge_hierarchy_result"}}
+    first = run_ok(ansible, role, show)
+    result = first.task("result").result["edge_hierarchy_result"]
+    assert result["pending"] == ["line1-gw"] and sorted(result["waiting"]) == ["line1-sensor-1", "line1-sensor-2"]
+    assert result["enrolled"] == ["line1-gw"]
+    assert hub.get_device("plant-gw").status_code == 200
+    for held in ("line1-gw", "line1-sensor-1"):
+        assert hub.get_device(held).status_code == 404  # enrolled or waiting, not created
+    again = run_ok(ansible, role, show)
+    assert again.task("result").result["edge_hierarchy_result"]["changed"] is False  # pending is not a change
+
+    # the gateway registers (Microsoft's Node SDK, with its enrollment's key)
+    env = emulator.env
+    dps = Dps(emulator)
+    key = dps.keys("line1-gw")[0]
+    res = register(env["DPS_DEVICE_ENDPOINT"], env["DPS_ID_SCOPE"], "line1-gw", key, env["DPS_CA_PATH"])
+    assert res["status"] == "assigned" and res["assignedHub"] == emulator.hostname
+    adopted = run_ok(ansible, role, show)
+    result = adopted.task("result").result["edge_hierarchy_result"]
+    assert result["pending"] == [] and result["changed"] is True
+    gw = hub.get_device("line1-gw").json()
+    plant = hub.get_device("plant-gw").json()
+    assert gw["parentScopes"] == [plant["deviceScope"]] and gw["capabilities"]["iotEdge"] is True
+    assert gw["authentication"]["symmetricKey"]["primaryKey"] == key  # adopted without touching its keys
+    assert hub.get_device("line1-sensor-1").json()["deviceScope"] == gw["deviceScope"]
+    assert hub.request("GET", "/twins/line1-gw").json()["tags"]["line"] == "1"
+    final = run_ok(ansible, role, show)
+    assert final.task("result").result["edge_hierarchy_result"]["changed"] is False
+    dps.http.close()
+
+
+def test_edge_gateway_dps_pending_then_adopted(ansible, emulator, hub):
+    role = {"name": "gateway", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_gateway"},
+            "vars": {"edge_gateway_id": "site-gw", "edge_gateway_provisioning": "dps", "edge_gateway_tags": {"site": "s1"},
+                     "edge_gateway_children": ["site-sensor-1"]}}
+    show = {"name": "result", "ansible.builtin.debug": {"var": "edge_gateway_result"}}
+    first = run_ok(ansible, role, show)
+    res = first.task("result").result["edge_gateway_result"]
+    assert res["pending"] is True and res["changed"] is True and res["device_scope"] is None
+    assert hub.get_device("site-gw").status_code == 404 and hub.get_device("site-sensor-1").status_code == 404
+    assert run_ok(ansible, role, show).task("result").result["edge_gateway_result"]["changed"] is False
+    dps = Dps(emulator)
+    key = dps.keys("site-gw")[0]
+    env = emulator.env
+    assert register(env["DPS_DEVICE_ENDPOINT"], env["DPS_ID_SCOPE"], "site-gw", key, env["DPS_CA_PATH"])["status"] \
+        == "assigned"
+    adopted = run_ok(ansible, role, show).task("result").result["edge_gateway_result"]
+    gw = hub.get_device("site-gw").json()
+    assert adopted["pending"] is False and adopted["device_scope"] == gw["deviceScope"]
+    assert gw["authentication"]["symmetricKey"]["primaryKey"] == key
+    assert hub.get_device("site-sensor-1").json()["deviceScope"] == gw["deviceScope"]
+    assert run_ok(ansible, role, show).task("result").result["edge_gateway_result"]["changed"] is False
+    bad = ansible.run(play({"name": "keys", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_gateway"},
+                            "vars": {"edge_gateway_id": "k-gw", "edge_gateway_provisioning": "dps",
+                                     "edge_gateway_primary_key": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="}}))
+    assert bad.rc != 0 and "takes no" in bad.output
+    dps.http.close()
