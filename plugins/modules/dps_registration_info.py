@@ -28,7 +28,7 @@ options:
     type: str
   enrollment_group_id:
     description:
-      - An enrollment group: the registration states of every device that registered through it.
+      - An enrollment group, for the registration states of every device that registered through it.
     type: str
 notes:
   - 'Rights: a policy with C(RegistrationStatusRead).'

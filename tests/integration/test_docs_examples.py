@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "docs/key-rotation.md",
-            "docs/fleet-jobs.md", "docs/fleet-of-hubs.md",
+            "docs/fleet-jobs.md", "docs/fleet-of-hubs.md", "docs/dps.md",
             "roles/edge_gateway/README.md",
             "roles/edge_hierarchy/README.md",
             "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md", "docs/architecture.md"]
