@@ -213,6 +213,22 @@ def test_x509_compared_by_thumbprint_and_update_needs_the_certificate(ansible, e
     ({"registration_id": "t-1", "attestation": "x509", "x509_certificate": "not a pem"}, "x509_certificate"),
     ({"registration_id": "t-1", "state": "absent", "device_id": "x"}, "state=absent"),
     ({"registration_id": "t-1", "provisioning_status": "disabled"}, "attestation"),  # creating needs it
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "provisioning_status": "paused"},
+     "provisioning_status"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "reprovision_policy": "sometimes"},
+     "reprovision_policy"),
+    ({"registration_id": "t-1", "attestation": "tpm", "tpm_endorsement_key": "not base64!"}, "tpm_endorsement_key"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "allocation_policy": "custom",
+      "custom_allocation": {"webhook_url": "http://alloc.example.net/api", "api_version": "2019-03-31"}}, "https"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "custom_allocation": {
+        "webhook_url": "https://alloc.example.net/api", "api_version": "2019-03-31"}}, "allocation_policy=custom"),
+    ({"registration_id": "t-1", "attestation": "x509", "x509_secondary_certificate":
+      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}, "x509_certificate"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "capabilities": {}}, "iot_edge"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "initial_twin": {"reported": {}}}, "reported"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "optional_device_information": "text"},
+     "optional_device_information"),
+    ({"registration_id": "t-1", "attestation": "symmetric_key", "allocation_policy": "nearest"}, "allocation_policy"),
 ])
 def test_bad_input_fails_before_any_write(ansible, emulator, args, words):
     with counting(emulator) as w:
@@ -359,3 +375,23 @@ def test_bulk_bad_entry_fails_before_any_request(ansible, emulator):
     msg = r.task("b").result["msg"]
     assert "enrollments[3] (e-3)" in msg and "declared twice" in msg and "rotate_keys" in msg
     assert KEY_A not in r.output
+
+
+@pytest.mark.parametrize("module,args,words", [
+    ("dps_registration_info", {}, "one of the following is required"),
+    ("dps_registration_info", {"registration_id": "a", "enrollment_group_id": "b"}, "mutually exclusive"),
+    ("dps_registration_info", {"registration_id": "-a"}, "registration_id"),
+    ("dps_enrollment_info", {"registration_id": "a b"}, "registration_id"),
+    ("dps_enrollment_group_info", {"registrations": True}, "enrollment_group_id"),
+    ("dps_enrollment_bulk", {"enrollments": "not a list"}, "enrollments"),
+    ("dps_enrollment", {"registration_id": "a", "attestation": "symmetric_key", "dps_connection_string": "HostName=x"},
+     "dps_connection_string"),
+    ("dps_enrollment", {"registration_id": "a", "attestation": "symmetric_key", "dps_connection_string": "",
+                        "dps_hostname": "https://x.azure-devices-provisioning.net", "auth_mode": "entra"},
+     "dps_hostname"),
+])
+def test_other_modules_bad_input(ansible, emulator, module, args, words):
+    with counting(emulator) as w:
+        r = ansible.run(play(task("bad", module, **args)))
+    assert r.rc != 0 and w.writes == 0 and w.delta("requests") == 0
+    assert words in r.task("bad").result["msg"]

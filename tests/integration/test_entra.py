@@ -100,3 +100,18 @@ def test_awx_empty_credential_fields_are_unset(entra, emulator_factory):
     res = r.run(play(task("hub", "iothub_device", device_id="awx-dev")), env={"IOTHUB_HOSTNAME": ""})
     msg = res.task("hub").result["msg"]
     assert res.rc != 0 and "No IoT Hub connection" in msg and "IOTHUB_CONNECTION_STRING and IOTHUB_HOSTNAME are set but empty" in msg
+
+
+def test_dps_with_entra_id(entra):
+    """The DPS data plane's scope (https://azure-devices-provisioning.net/.default) and dps_hostname."""
+    emu, runner = entra
+    r = runner().run(play(task("enroll", "dps_enrollment", registration_id="entra-enr", attestation="symmetric_key",
+                               auth_mode="entra"),
+                          task("info", "dps_enrollment_info", registration_id="entra-enr")),
+                     env={"DPS_CONNECTION_STRING": ""})
+    assert r.rc == 0, r.output[-3000:]
+    assert r.task("enroll").changed and len(r.task("info").result["enrollments"]) == 1
+    hub_audience = runner("https://iothubs.azure.net").run(
+        play(task("enroll", "dps_enrollment", registration_id="entra-2", attestation="symmetric_key",
+                  auth_mode="entra")), env={"DPS_CONNECTION_STRING": ""})
+    assert hub_audience.rc != 0 and "401" in hub_audience.task("enroll").result["msg"]
