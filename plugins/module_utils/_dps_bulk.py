@@ -4,9 +4,9 @@
 """PRIVATE to fleet.azure_iot: many individual enrollments converged through the DPS's bulk operation
 (dps_enrollment_bulk).
 
-    validate every entry (before any request) -> query every enrollment (pages) -> plan each (``plan_enrollment``,
-    the plan dps_enrollment uses) -> GET each one the plan would write (the query is not trusted for a write)
-    and plan again -> write: creates with ``mode: create`` and updates with ``mode: updateIfMatchETag`` (each
+    validate every entry (before any request) -> read: up to DIRECT_READS enrollments one by one (GET), more with a
+    query of the instance (pages) -> plan each (``plan_enrollment``, the plan dps_enrollment uses) -> after a
+    query, GET each one the plan would write (the query is not trusted for a write) and plan again -> write: creates with ``mode: create`` and updates with ``mode: updateIfMatchETag`` (each
     carrying the etag read), at most 10 per call; deletes one by one with If-Match -> the items that met a
     conflict (409 to a create, 412, 404) are read and planned again (bounded) -> the rest of the per-item errors
     are ``failed_enrollments``; the other items are applied.
@@ -31,7 +31,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import MAX_REPLANS, is_conflict
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import attestation_keys
 
-ENTRY_EXTRA = ("capabilities",)  # entry keys that are not EnrollmentSpec options (capabilities.iot_edge)
+ENTRY_EXTRA = ("capabilities",)
+DIRECT_READS = 20  # up to this many declared enrollments are read with GETs instead of a query of the instance  # entry keys that are not EnrollmentSpec options (capabilities.iot_edge)
 
 
 def parse_entries(entries: Any) -> List[EnrollmentSpec]:
@@ -119,21 +120,29 @@ class BulkEnrollments:
 
     def run(self) -> BulkOutcome:
         by_id = {s.item_id.lower(): s for s in self.specs}
-        listed = {e["registrationId"].lower(): e for e in self.client.query() if e["registrationId"].lower() in by_id}
-        pending = []
+        # A few enrollments are read one by one (consistent reads: no second read before a write); more are listed
+        # with a query (pages of 100, however many enrollments the instance holds) and re-read before a write.
+        direct = len(by_id) <= DIRECT_READS
+        if direct:
+            read = {key: self.client.get(spec.item_id) for key, spec in by_id.items()}
+        else:
+            read = {e["registrationId"].lower(): e for e in self.client.query() if e["registrationId"].lower() in by_id}
+        pending, first = [], {}
         for key, spec in by_id.items():
-            plan = self._plan(spec, listed.get(key))
+            plan = self._plan(spec, read.get(key))
             if plan.action == "none":
                 self.out.unchanged.append(spec.item_id)
                 self.out.plans[spec.item_id] = plan
             else:
                 pending.append(spec)
+                first[key] = plan
         for attempt in range(1, MAX_REPLANS + 1):
             if not pending:
                 break
             plans = []
             for spec in pending:  # the query is not trusted for a write: read it again, consistently
-                plan = self._plan(spec, self.client.get(spec.item_id))
+                key = spec.item_id.lower()
+                plan = first.pop(key) if direct and key in first else self._plan(spec, self.client.get(spec.item_id))
                 self.out.plans[spec.item_id] = plan
                 if plan.action == "none":
                     self.out.unchanged.append(spec.item_id)

@@ -13,8 +13,8 @@ description:
   - Creates, updates and deletes many individual enrollments with the service's bulk operation (at most 10 per
     call), with the plan of M(fleet.azure_iot.dps_enrollment) for each entry.
   - Every entry is checked before any request; one invalid entry fails the task without a write, naming it.
-  - The enrollments are listed with a paged query, and each one the plan would change is read again before it
-    is written (a query is not trusted for a write). Creates use the bulk mode C(create); updates use
+  - Up to 20 enrollments are read one by one; more are listed with a paged query of the instance, and each one the
+    plan would change is read again before it is written (a query is not trusted for a write). Creates use the bulk mode C(create); updates use
     C(updateIfMatchETag) with the etag read, so a change by someone else in between is re-read and re-planned;
     deletes are single C(DELETE) requests with C(If-Match).
   - An error the service returns for one item is reported in RV(failed_enrollments) and fails the task; the other

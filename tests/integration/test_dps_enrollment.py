@@ -354,9 +354,12 @@ def test_bulk_item_refused_by_the_service_others_applied(ansible, emulator, dps)
                {"registration_id": "bad-hub", "attestation": "symmetric_key", "allocation_policy": "static",
                 "iot_hubs": ["not-linked.azure-devices.net"]},
                {"registration_id": "ok-2", "attestation": "tpm", "tpm_endorsement_key": EK}]
-    r = ansible.run(play(bulk("b", entries)))
+    with counting(emulator) as w:
+        r = ansible.run(play(bulk("b", entries)))
     res = r.task("b").result
     assert r.rc != 0 and res["changed"] is True
+    query = "DPS POST /enrollments/query"  # three enrollments are read one by one, not by a query of the instance
+    assert w.end["requests_by_route"].get(query, 0) == w.start["requests_by_route"].get(query, 0)
     assert [f["registrationId"] for f in res["failed_enrollments"]] == ["bad-hub"]
     assert res["failed_enrollments"][0]["errorCode"] == 400004 and res["failed_enrollments"][0]["operation"] == "create"
     assert sorted(res["created"]) == ["ok-1", "ok-2"]

@@ -82,9 +82,10 @@ def test_ansible_doc_renders_every_role(collections_root, role):
 def test_action_groups_list_every_module():
     runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
     groups = runtime["action_groups"]
-    assert sorted(groups["iothub"] + groups["iotcentral"]) == MODULES
-    # the roles' internal connection group holds exactly the IoT Hub modules the roles call
+    assert sorted(groups["iothub"] + groups["iotcentral"] + groups["dps"]) == MODULES
+    # the roles' internal connection groups hold only modules of their service's group
     assert set(groups["role_connection"]) <= set(groups["iothub"])
+    assert set(groups["role_dps_connection"]) <= set(groups["dps"])
     assert runtime["requires_ansible"] == ">=2.18.0"
 
 

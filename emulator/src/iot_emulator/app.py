@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import adm, configurations, control, devices, dps, dps_register, faults, jobs, modules, query, twins
+from . import adm, configurations, control, devices, dps, dps_register, dps_rules, faults, jobs, modules, query, twins
 from .auth import Authorizer
 from .errors import ApiError, bad_request
 from .registry import Registry
@@ -253,7 +253,7 @@ class Emulator:
 
     def fault_response(self, scope, err: ApiError, request_id: str) -> Response:
         if self.is_dps(scope):
-            return dps.render_error(err, request_id)
+            return dps_rules.render_error(err, request_id)
         if scope["path"].startswith("/api/") and self.central:
             from .central import central_error
             return central_error(err, request_id)

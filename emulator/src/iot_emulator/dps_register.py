@@ -32,7 +32,8 @@ from starlette.routing import Route
 
 from .auth import CLOCK_SKEW_S, parse_sas
 from .common import now_iso
-from .dps import dps_error, registration_record, render_error
+from .dps import registration_record
+from .dps_rules import dps_error, render_error
 from .errors import ApiError
 
 DEVICE_API_VERSIONS = frozenset({"2018-11-01", "2019-03-31", "2021-06-01", "2021-10-01"})

@@ -1,0 +1,152 @@
+"""The DPS's formats and input rules, shared by its service API (``dps``) and device API (``dps_register``):
+the error envelope and codes, etags and keys, and the validation of attestations and initial twins
+(iot-api-2.md §4; emulator choices in docs/emulator.md)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import time
+from typing import Any
+
+from starlette.responses import Response
+
+from .common import now_iso
+from .errors import ApiError
+
+ATTESTATION_TYPES = ("none", "tpm", "x509", "symmetricKey")
+# Numeric codes per status (CHOICE except 409201, recorded, and 404201/404202, seen by users).
+CODES = {400: 400004, 401: 401002, 404: 404201, 405: 405000, 409: 409201, 412: 412001, 429: 429001, 500: 500001,
+         503: 503001}
+
+
+def dps_error(status: int, message: str, code: int | None = None) -> ApiError:
+    return ApiError(status, str(code or CODES.get(status, status * 1000)), message)
+
+
+def new_etag(counter: int) -> str:
+    """Base64 of a quoted GUID-like string, as the recorded etags look."""
+    raw = f'"{counter:08x}-0000-0800-0000-{int(time.time()) & 0xffffffff:08x}0000"'
+    return base64.b64encode(raw.encode()).decode()
+
+
+def new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(64)).decode()
+
+
+def render_error(err: ApiError, request_id: str) -> Response:
+    """``ProvisioningServiceErrorDetails`` with ``x-ms-error-code`` (§4.1)."""
+    code = int(err.code) if err.code.isdigit() else CODES.get(err.status, err.status * 1000)
+    body = {"errorCode": code, "trackingId": request_id, "message": err.message, "info": {},
+            "timestampUtc": now_iso()}
+    return Response(json.dumps(body), status_code=err.status, media_type="application/json; charset=utf-8",
+                    headers={"x-ms-error-code": str(code), **err.headers})
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _check_key(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise dps_error(400, f"{name} must be a base64 string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise dps_error(400, f"{name} is not valid base64") from None
+    if not 16 <= len(raw) <= 64:
+        raise dps_error(400, f"{name} must be between 16 and 64 bytes long")
+
+
+def certificate_info(pem: str) -> dict:
+    """X509CertificateInfo of a PEM certificate (§4.3)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        raise dps_error(400, "The certificate is not a valid PEM X.509 certificate") from None
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return {"subjectName": cert.subject.rfc4514_string(), "sha1Thumbprint": hashlib.sha1(der).hexdigest().upper(),
+            "sha256Thumbprint": hashlib.sha256(der).hexdigest().upper(), "issuerName": cert.issuer.rfc4514_string(),
+            "notBeforeUtc": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "notAfterUtc": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "serialNumber": format(cert.serial_number, "X"), "version": cert.version.value + 1}
+
+
+def _check_certs(node: Any, where: str) -> dict:
+    if not isinstance(node, dict) or not node.get("primary"):
+        raise dps_error(400, f"attestation.x509.{where}.primary is required")
+    out = {}
+    for slot in ("primary", "secondary"):
+        item = node.get(slot)
+        if item is None:
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("certificate"), str):
+            raise dps_error(400, f"attestation.x509.{where}.{slot}.certificate must be a PEM string")
+        out[slot] = {"certificate": item["certificate"], "info": certificate_info(item["certificate"])}
+    return out
+
+
+def check_attestation(att: Any, group: bool) -> dict:
+    """The attestation as stored (keys generated when absent), or 400."""
+    if not isinstance(att, dict) or att.get("type") not in ATTESTATION_TYPES:
+        raise dps_error(400, f"attestation.type must be one of {', '.join(ATTESTATION_TYPES)}")
+    kind = att["type"]
+    extra = set(att) - {"type", "tpm", "x509", "symmetricKey"}
+    if extra:
+        raise dps_error(400, f"Unknown attestation fields: {', '.join(sorted(extra))}")
+    if kind == "none":
+        raise dps_error(400, "attestation type none cannot be used for an enrollment")
+    if kind == "symmetricKey":
+        keys = att.get("symmetricKey") or {}
+        if not isinstance(keys, dict):
+            raise dps_error(400, "attestation.symmetricKey must be an object")
+        out = {}
+        for name in ("primaryKey", "secondaryKey"):
+            if keys.get(name) is None:
+                out[name] = new_key()  # "generated by the service when omitted"
+            else:
+                _check_key(f"attestation.symmetricKey.{name}", keys[name])
+                out[name] = keys[name]
+        return {"type": kind, "symmetricKey": out}
+    if kind == "tpm":
+        if group:
+            raise dps_error(400, "An enrollment group cannot use TPM attestation")
+        tpm = att.get("tpm") or {}
+        if not isinstance(tpm, dict) or not isinstance(tpm.get("endorsementKey"), str) or not tpm["endorsementKey"]:
+            raise dps_error(400, "attestation.tpm.endorsementKey is required")
+        try:
+            base64.b64decode(tpm["endorsementKey"], validate=True)
+        except (binascii.Error, ValueError):
+            raise dps_error(400, "attestation.tpm.endorsementKey is not valid base64") from None
+        return {"type": kind, "tpm": {k: v for k, v in tpm.items() if k in ("endorsementKey", "storageRootKey") and v}}
+    x509 = att.get("x509") or {}
+    if not isinstance(x509, dict):
+        raise dps_error(400, "attestation.x509 must be an object")
+    given = [k for k in ("clientCertificates", "signingCertificates", "caReferences") if x509.get(k)]
+    allowed = ("signingCertificates", "caReferences") if group else ("clientCertificates", "caReferences")
+    if len(given) != 1 or given[0] not in allowed:
+        raise dps_error(400, f"attestation.x509 takes exactly one of {' or '.join(allowed)}")
+    if given[0] == "caReferences":
+        refs = x509["caReferences"]
+        if not isinstance(refs, dict) or not isinstance(refs.get("primary"), str):
+            raise dps_error(400, "attestation.x509.caReferences.primary is required")
+        return {"type": kind, "x509": {"caReferences": {k: refs[k] for k in ("primary", "secondary") if refs.get(k)}}}
+    return {"type": kind, "x509": {given[0]: _check_certs(x509[given[0]], given[0])}}
+
+
+def check_twin(twin: Any) -> dict | None:
+    if twin is None:
+        return None
+    if not isinstance(twin, dict) or set(twin) - {"tags", "properties"}:
+        raise dps_error(400, "initialTwin takes tags and properties.desired")
+    props = twin.get("properties") or {}
+    if not isinstance(props, dict) or set(props) - {"desired"}:
+        raise dps_error(400, "initialTwin.properties takes desired only")
+    for name, value in (("tags", twin.get("tags")), ("properties.desired", props.get("desired"))):
+        if value is not None and not isinstance(value, dict):
+            raise dps_error(400, f"initialTwin.{name} must be an object")
+    if len(json.dumps(twin, separators=(",", ":"))) > 32 * 1024:
+        raise dps_error(400, "initialTwin is larger than 32 KB")  # CHOICE: the hub's twin section limit
+    return twin
