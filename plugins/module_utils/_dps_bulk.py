@@ -6,7 +6,8 @@
 
     validate every entry (before any request) -> read: up to DIRECT_READS enrollments one by one (GET), more with a
     query of the instance (pages) -> plan each (``plan_enrollment``, the plan dps_enrollment uses) -> after a
-    query, GET each one the plan would write (the query is not trusted for a write) and plan again -> write: creates with ``mode: create`` and updates with ``mode: updateIfMatchETag`` (each
+    query, GET each one the plan would write (the query is not trusted for a write) and plan again -> write:
+    creates with ``mode: create`` and updates with ``mode: updateIfMatchETag`` (each
     carrying the etag read), at most 10 per call; deletes one by one with If-Match -> the items that met a
     conflict (409 to a create, 412, 404) are read and planned again (bounded) -> the rest of the per-item errors
     are ``failed_enrollments``; the other items are applied.
@@ -31,8 +32,8 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import MAX_REPLANS, is_conflict
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import attestation_keys
 
-ENTRY_EXTRA = ("capabilities",)
-DIRECT_READS = 20  # up to this many declared enrollments are read with GETs instead of a query of the instance  # entry keys that are not EnrollmentSpec options (capabilities.iot_edge)
+ENTRY_EXTRA = ("capabilities",)  # entry keys that are not EnrollmentSpec options (capabilities.iot_edge)
+DIRECT_READS = 20  # up to this many declared enrollments are read with GETs instead of a query of the instance
 
 
 def parse_entries(entries: Any) -> List[EnrollmentSpec]:

@@ -41,9 +41,9 @@ def stored(body: dict, etag: str = "ZTE=") -> tuple:
 
 
 def existing(**extra) -> tuple:
-    return stored({"registrationId": "dev-1", "attestation": {"type": "symmetricKey",
-                                                               "symmetricKey": {"primaryKey": K1, "secondaryKey": K2}},
-                   "deviceId": "dev-1", "initialTwin": {"tags": {"a": 1}}, **extra})
+    attestation = {"type": "symmetricKey", "symmetricKey": {"primaryKey": K1, "secondaryKey": K2}}
+    return stored({"registrationId": "dev-1", "attestation": attestation, "deviceId": "dev-1",
+                   "initialTwin": {"tags": {"a": 1}}, **extra})
 
 
 OPTIONS = st.fixed_dictionaries({}, optional={
@@ -105,7 +105,7 @@ def test_declared_keys_rotation_and_create():
 def test_x509_by_thumbprint_and_updates_need_the_certificate():
     body = {"registrationId": "x", "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {
         "info": {"sha256Thumbprint": pem_thumbprint(PEM)}}}}}}
-    current, _ = stored(body)
+    current = stored(body)[0]
     same = EnrollmentSpec(registration_id="x", attestation="x509", x509_certificate=PEM)
     assert plan_enrollment(same, current).action == "none"
     with pytest.raises(PlanError, match="x509_certificate"):
