@@ -199,3 +199,12 @@ def read_enrollments(module, kind, item_id: Optional[str]) -> list:
     for item in items:
         mask_enrollment(module, item)
     return items
+
+
+def run_enrollment(module, kind) -> Dict[str, Any]:
+    """The body of dps_enrollment (KIND EnrollmentSpec) and dps_enrollment_group (EnrollmentGroupSpec)."""
+    p = module.params
+    spec = spec_from_params(kind, p)
+    client = build_dps_client(p, module.warn)
+    converged, res = ensure_enrollment(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
+    return enrollment_result(module, converged, res, p["return_secrets"])

@@ -181,23 +181,17 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import DPS_ARGS, build_dps_client
+from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import DPS_ARGS
 from ansible_collections.fleet.azure_iot.plugins.module_utils._dps_enrollment import EnrollmentSpec
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, run_module
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import (
     ENROLLMENT_ARGS,
-    enrollment_result,
-    ensure_enrollment,
-    spec_from_params,
+    run_enrollment,
 )
 
 
 def run(module: AnsibleModule) -> dict:
-    p = module.params
-    spec = spec_from_params(EnrollmentSpec, p)
-    client = build_dps_client(p, module.warn)
-    converged, res = ensure_enrollment(client, spec, check_mode=module.check_mode, pinned_etag=p["etag"])
-    return enrollment_result(module, converged, res, p["return_secrets"])
+    return run_enrollment(module, EnrollmentSpec)
 
 
 def main() -> None:
