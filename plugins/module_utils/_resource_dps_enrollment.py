@@ -129,6 +129,13 @@ def display(view: Optional[Dict[str, Any]], changes) -> Dict[str, Any]:
     return out
 
 
+def mask_plan(module, plan) -> None:
+    """The webhook keys of a plan's views (the URL an enrollment had before the change too)."""
+    for view in (plan.before, plan.after):
+        cad = (view or {}).get("custom_allocation") or {}
+        mask_enrollment(module, {"customAllocationDefinition": {"webhookUrl": cad.get("webhook_url")}})
+
+
 def enrollment_result(module, converged: Converged, res: EnrollmentResource, return_secrets: bool) -> Dict[str, Any]:
     """The result of dps_enrollment and dps_enrollment_group: keys masked everywhere unless RETURN_SECRETS."""
     spec, plan = res.spec, converged.acted
@@ -140,9 +147,7 @@ def enrollment_result(module, converged: Converged, res: EnrollmentResource, ret
         obj = dict(obj, attestation={"type": "symmetricKey",
                                      "symmetricKey": {"primaryKey": keys[0], "secondaryKey": keys[1]}})
     mask_enrollment(module, obj, res.seen_keys, return_secrets)
-    for view in (plan.before, plan.after):  # the webhook URL the enrollment had before the change too
-        cad = (view or {}).get("custom_allocation") or {}
-        mask_enrollment(module, {"customAllocationDefinition": {"webhookUrl": cad.get("webhook_url")}})
+    mask_plan(module, plan)
     result = {"changed": converged.changed, "action": plan.action, "changes": sorted(plan.changes),
               "enrollment": obj if return_secrets else redact_enrollment(obj), "notes": converged.notes}
     if module._diff:

@@ -131,7 +131,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import DPS_AR
 from ansible_collections.fleet.azure_iot.plugins.module_utils._dps_bulk import BulkEnrollments, parse_entries
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, run_module
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import display
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import display, mask_plan
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import secret_mask
 
 
@@ -151,6 +151,8 @@ def run(module: AnsibleModule) -> dict:
     out = BulkEnrollments(client, specs, module.check_mode).run()
     for key in out.seen_keys:
         mask.add(key)
+    for plan in out.plans.values():  # a webhook key the service holds, declared or not
+        mask_plan(module, plan)
     result = {"changed": out.changed, "created": sorted(out.created), "updated": sorted(out.updated),
               "deleted": sorted(out.deleted), "unchanged": sorted(out.unchanged),
               "failed_enrollments": sorted(out.failed, key=lambda f: f["registrationId"]),

@@ -398,3 +398,14 @@ def test_other_modules_bad_input(ansible, emulator, module, args, words):
         r = ansible.run(play(task("bad", module, **args)))
     assert r.rc != 0 and w.writes == 0 and w.delta("requests") == 0
     assert words in r.task("bad").result["msg"]
+
+
+def test_bulk_diff_masks_a_webhook_key_it_was_not_given(ansible, emulator, dps):
+    hook = "https://alloc.example.net/api/allocate?code=UNDECLAREDFUNCTIONKEY9"
+    run_ok(ansible, enroll("a", registration_id="h-1", attestation="symmetric_key", allocation_policy="custom",
+                           custom_allocation={"webhook_url": hook, "api_version": "2019-03-31"}))
+    r = run_ok(ansible, bulk("b", [{"registration_id": "h-1", "allocation_policy": "hashed"}]), diff=True)
+    res = r.task("b").result
+    assert res["updated"] == ["h-1"] and res["diff"][0]["before"]["allocation_policy"] == "custom"
+    assert "UNDECLAREDFUNCTIONKEY9" not in r.output
+    assert "customAllocationDefinition" not in dps.get("h-1")  # the policy changed: its webhook went with it
