@@ -25,12 +25,11 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import BULK_M
 from ansible_collections.fleet.azure_iot.plugins.module_utils._dps_enrollment import (
     EnrollmentPlan,
     EnrollmentSpec,
-    plan_enrollment,
 )
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import SpecError
 from ansible_collections.fleet.azure_iot.plugins.module_utils._http import error_from_response, maybe_applied
 from ansible_collections.fleet.azure_iot.plugins.module_utils._resource import MAX_REPLANS, is_conflict
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import attestation_keys
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import plan_with_keys
 
 ENTRY_EXTRA = ("capabilities",)  # entry keys that are not EnrollmentSpec options (capabilities.iot_edge)
 DIRECT_READS = 20  # up to this many declared enrollments are read with GETs instead of a query of the instance
@@ -110,14 +109,7 @@ class BulkEnrollments:
         self.out = BulkOutcome()
 
     def _plan(self, spec: EnrollmentSpec, current: Optional[Dict[str, Any]]) -> EnrollmentPlan:
-        plan = plan_enrollment(spec, current)
-        if plan.needs_keys:
-            keys = attestation_keys(self.client.attestation(spec.item_id))
-            self.out.seen_keys.update(k for k in keys if k)
-            plan = plan_enrollment(spec, current, keys)
-        if plan.keys:
-            self.out.seen_keys.update(k for k in plan.keys if k)
-        return plan
+        return plan_with_keys(self.client, spec, current, self.out.seen_keys)
 
     def run(self) -> BulkOutcome:
         by_id = {s.item_id.lower(): s for s in self.specs}

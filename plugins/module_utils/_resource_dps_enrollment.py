@@ -37,6 +37,20 @@ def attestation_keys(attestation: Optional[Dict[str, Any]]) -> Tuple[Optional[st
     return keys.get("primaryKey"), keys.get("secondaryKey")
 
 
+def plan_with_keys(client: DpsClient, spec: EnrollmentSpec, current: Optional[Dict[str, Any]], seen_keys: set,
+                   intended: Optional[Tuple[str, str]] = None) -> EnrollmentPlan:
+    """``plan_enrollment``, reading the keys through the attestation mechanism only when the plan needs them (GET
+    hides them), and adding every key read or written to SEEN_KEYS (for the task's mask)."""
+    plan = plan_enrollment(spec, current, None, intended, fresh_key)
+    if plan.needs_keys:
+        keys = attestation_keys(client.attestation(spec.item_id, spec.GROUP))
+        seen_keys.update(k for k in keys if k)
+        plan = plan_enrollment(spec, current, keys, intended, fresh_key)
+    if plan.keys is not None:
+        seen_keys.update(k for k in plan.keys if k)
+    return plan
+
+
 class EnrollmentResource(Resource):
     """An enrollment or enrollment group for ``converge``.  ``seen_keys`` collects every key the task read or
     wrote, for the caller to mask."""
@@ -51,14 +65,8 @@ class EnrollmentResource(Resource):
         return self.client.get(self.spec.item_id, self.spec.GROUP)
 
     def plan(self, current, pinned_etag) -> EnrollmentPlan:
-        plan = plan_enrollment(self.spec, current, None, self.intended, fresh_key)
-        if plan.needs_keys:
-            att = self.client.attestation(self.spec.item_id, self.spec.GROUP)
-            keys = attestation_keys(att)
-            self.seen_keys.update(k for k in keys if k)
-            plan = plan_enrollment(self.spec, current, keys, self.intended, fresh_key)
+        plan = plan_with_keys(self.client, self.spec, current, self.seen_keys, self.intended)
         if plan.keys is not None:
-            self.seen_keys.update(k for k in plan.keys if k)
             if self.spec.rotate_keys and self.intended is None and plan.action == "update":
                 self.intended = plan.keys
         if pinned_etag is not None and plan.action in ("update", "delete"):

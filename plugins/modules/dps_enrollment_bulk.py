@@ -131,7 +131,7 @@ from ansible_collections.fleet.azure_iot.plugins.module_utils._dps import DPS_AR
 from ansible_collections.fleet.azure_iot.plugins.module_utils._dps_bulk import BulkEnrollments, parse_entries
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import RETRY_ARGS, run_module
-from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import display, mask_plan
+from ansible_collections.fleet.azure_iot.plugins.module_utils._resource_dps_enrollment import display, mask_enrollment, mask_plan
 from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import secret_mask
 
 
@@ -142,10 +142,9 @@ def run(module: AnsibleModule) -> dict:
         if isinstance(entry, dict):
             for name in ("primary_key", "secondary_key"):
                 mask.add(entry.get(name))
-            hook = (entry.get("custom_allocation") or {}).get("webhook_url") if isinstance(
-                entry.get("custom_allocation"), dict) else None
-            if isinstance(hook, str) and "?" in hook:
-                mask.add(hook.partition("?")[2])
+            cad = entry.get("custom_allocation")
+            hook = cad.get("webhook_url") if isinstance(cad, dict) else None
+            mask_enrollment(module, {"customAllocationDefinition": {"webhookUrl": hook if isinstance(hook, str) else None}})
     specs = parse_entries(p["enrollments"])
     client = build_dps_client(p, module.warn)
     out = BulkEnrollments(client, specs, module.check_mode).run()
