@@ -38,13 +38,15 @@ IOTHUB_ARGS = dict(
 )
 
 
-def run_module(module: AnsibleModule, body) -> None:
+def run_module(module: AnsibleModule, body, service: bool = True) -> None:
     """Run ``body(module) -> result dict`` and turn every known failure into a clear fail_json.
 
     fail_json is called outside the ``except`` blocks: ansible-core >= 2.19 attaches the exception being
     handled to the result, which would print a traceback for a plain input error.  Warnings are held until the
-    end and masked like the result: a key the task learns after a warning is still hidden in it."""
-    check_requirements(module)
+    end and masked like the result: a key the task learns after a warning is still hidden in it.  SERVICE false:
+    a module that runs on a gateway host and calls no service API (no httpx, pydantic there)."""
+    if service:
+        check_requirements(module)
     warnings: list = []
     warn, module.warn = module.warn, warnings.append
     failure = None
