@@ -133,8 +133,11 @@ def _one_of(*checks):
             if not sub.errors:
                 ctx.unknown.extend(sub.unknown)
                 return
-            trials.append(sub.errors)
-        ctx.errors.append(f"{_where(path)}: data did not match any variant ({'; '.join(min(trials, key=len))})")
+            overlap = len(set(value) & getattr(c, "claims", set())) if isinstance(value, dict) else 0
+            trials.append((-overlap, len(sub.errors), sub.errors))
+        # Explain the variant the value looks most like (the most known keys), as the closest miss.
+        closest = min(trials, key=lambda t: t[:2])[2]
+        ctx.errors.append(f"{_where(path)}: data did not match any variant ({'; '.join(closest)})")
     return check
 
 
