@@ -1,0 +1,220 @@
+"""The edge_pki and edge_host roles on real Debian gateway hosts (tests/support/edge_host.py: debootstrap's bookworm
+userland, one copy per host, reached by Ansible's chroot connection plugin), with identities in the emulator.
+
+Microsoft's aziot packages cannot be downloaded here: the install path runs against a local apt repository of
+STAND-IN packages with the real names and versions, whose iotedge/aziotctl/docker record their invocations (the
+stand-in `config apply` parses the file and refuses a host name change while Edge containers exist, like the
+product). apt, dpkg, users, owners and modes, the trust store and the handlers are real.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.ansible import REPO
+from support.edge_host import GatewayHost, RepoServer, build_repo, chroot_available
+
+THIRDPARTY = REPO / ".venv" / "collections"
+
+
+@pytest.fixture(scope="session")
+def standin_repo(tmp_path_factory):
+    reason = chroot_available()
+    assert reason is None, f"gateway hosts cannot run here: {reason}"
+    assert (THIRDPARTY / "ansible_collections" / "community" / "crypto").is_dir(), \
+        "community.crypto is missing: scripts/thirdparty-collections (make venv runs it)"
+    server = RepoServer(build_repo(tmp_path_factory.mktemp("standin-repo")))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    made = []
+
+    def make(*names):
+        new = [GatewayHost.create(n, tmp_path / "hosts") for n in names]
+        made.extend(new)
+        return new
+    yield make
+    for h in made:
+        h.remove()
+
+
+class Fleet:
+    """Runs playbooks with the gateway hosts in the inventory (group edge_gateways) next to localhost."""
+
+    def __init__(self, ansible, tmp_path, repo: RepoServer):
+        self.ansible = ansible
+        self.tmp = tmp_path
+        self.repo = repo
+        self.pki = tmp_path / "pki"
+        self.n = 0
+
+    def host_vars(self) -> dict:
+        return {"edge_host_apt_uri": self.repo.url, "edge_host_apt_suite": "./", "edge_host_apt_trusted": True,
+                "edge_host_aziot_edge_version": "1.5.21-1", "edge_host_aziot_identity_service_version": "1.5.6-1"}
+
+    def run(self, playbook, hosts, *, ok=True, extra_vars=None, check=False, host_vars=None):
+        self.n += 1
+        inv = self.tmp / f"inventory{self.n}.ini"
+        lines = ["[edge_gateways]"] + [h.inventory_line(**(host_vars or {}).get(h.name, {})) for h in hosts]
+        inv.write_text("\n".join(lines) + "\n")
+        ev = dict(self.host_vars())
+        ev.update(extra_vars or {})
+        env = {"ANSIBLE_COLLECTIONS_PATH": f"{self.ansible.collections_root}:{THIRDPARTY}"}
+        text = playbook if isinstance(playbook, str) else yaml.safe_dump(playbook, sort_keys=False)
+        result = self.ansible.run(text, env=env, extra_vars=ev, check=check, args=["-i", str(inv)])
+        if ok:
+            assert result.rc == 0, result.output[-5000:]
+        return result
+
+
+@pytest.fixture
+def fleet(ansible, tmp_path, standin_repo):
+    return Fleet(ansible, tmp_path, standin_repo)
+
+
+def pki_and_identity_play(gateways, identity=(), hub_auth=None):
+    """Play 1: the chain on the controller and the gateways' identities in the hub (edge_gateway publishes the
+    device connection string)."""
+    tasks = [{"name": "Chain", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_pki"},
+              "vars": {"edge_pki_dir": "{{ pki_dir }}", "edge_pki_gateways": list(gateways),
+                       "edge_pki_identity_gateways": list(identity)}}]
+    return {"name": "controller", "hosts": "localhost", "gather_facts": False, "tasks": tasks}
+
+
+def host_play(**role_vars):
+    return {"name": "gateway hosts", "hosts": "edge_gateways", "gather_facts": False,
+            "tasks": [{"name": "Edge host", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_host"},
+                       "vars": role_vars},
+                      {"name": "Show edge_host_result", "ansible.builtin.debug": {"var": "edge_host_result"}}]}
+
+
+def identity_task(device_id):
+    return {"name": f"Identity of {device_id}", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_gateway"},
+            "vars": {"edge_gateway_id": device_id, "edge_gateway_return_connection_string": True}}
+
+
+def openssl(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True)
+
+
+def pubkey(path: Path, private: bool) -> str:
+    args = ["pkey", "-in", str(path), "-pubout"] if private else ["x509", "-in", str(path), "-noout", "-pubkey"]
+    return openssl(*args).stdout
+
+
+def manual_playbook(fleet, device_id="gw-a", **role_vars):
+    controller = pki_and_identity_play([device_id])
+    controller["tasks"].append(identity_task(device_id))
+    controller["tasks"].append({"name": "Share the connection string", "ansible.builtin.set_fact": {
+        "gw_cs": "{{ edge_gateway_device_connection_string }}"}, "no_log": True})
+    vars_ = {"edge_host_connection_string": "{{ hostvars['localhost'].gw_cs }}"}
+    vars_.update(role_vars)
+    return [controller, host_play(**vars_)]
+
+
+def test_manual_sas_host_end_to_end_then_idempotent(fleet, hosts, hub, emulator):
+    (gw,) = hosts("gw-a")
+    ev = {"pki_dir": str(fleet.pki)}
+    first = fleet.run(manual_playbook(fleet), [gw], extra_vars=ev)
+
+    # The packages came from the repository through apt, pinned; their postinst made the real users.
+    assert "aziot-edge" in gw.run("dpkg-query", "-W", "-f", "${Package}=${Version}\n", "aziot-edge").stdout
+    assert gw.run("dpkg-query", "-W", "-f", "${Version}", "aziot-edge").stdout == "1.5.21-1"
+    assert any(p.endswith(".deb") for p in fleet.repo.requests)
+
+    # config.toml: what the hub says about the device, and nothing else.
+    doc = tomllib.loads(gw.read("/etc/aziot/config.toml"))
+    device = hub.get_device("gw-a").json()
+    key = device["authentication"]["symmetricKey"]["primaryKey"]
+    assert doc["provisioning"] == {"source": "manual", "connection_string":
+                                   f"HostName={emulator.hostname};DeviceId=gw-a;SharedAccessKey={key}"}
+    assert doc["hostname"] == "gw-a" and "parent_hostname" not in doc
+    assert doc["agent"]["config"]["image"] == "mcr.microsoft.com/azureiotedge-agent:1.5"
+    assert doc["edge_ca"] == {"cert": "file:///var/aziot/certs/gw-a.edge-ca.full-chain.pem",
+                              "pk": "file:///var/aziot/secrets/gw-a.edge-ca.key.pem"}
+    assert doc["trust_bundle_cert"] == "file:///var/aziot/certs/trust-bundle.pem"
+    assert gw.owner_mode("/etc/aziot/config.toml") == ("root", "0o600")
+
+    # Owners and modes IoT Edge needs.
+    assert gw.owner_mode("/var/aziot/certs") == ("aziotcs", "0o755")
+    assert gw.owner_mode("/var/aziot/secrets") == ("aziotks", "0o700")
+    assert gw.owner_mode("/var/aziot/certs/gw-a.edge-ca.full-chain.pem") == ("aziotcs", "0o644")
+    assert gw.owner_mode("/var/aziot/secrets/gw-a.edge-ca.key.pem") == ("aziotks", "0o600")
+
+    # The chain: the edge CA verifies against the root and the intermediate; the key on the host is its key.
+    pki = fleet.pki
+    v = openssl("verify", "-CAfile", str(pki / "root.cert.pem"), "-untrusted", str(pki / "intermediate.cert.pem"),
+                str(gw.path("/var/aziot/certs/gw-a.edge-ca.full-chain.pem")))
+    assert v.returncode == 0 and ": OK" in v.stdout, v.stdout + v.stderr
+    assert pubkey(gw.path("/var/aziot/secrets/gw-a.edge-ca.key.pem"), True) == \
+        pubkey(gw.path("/var/aziot/certs/gw-a.edge-ca.full-chain.pem"), False) != ""
+
+    # The root is in the OS trust store (update-ca-certificates really ran, in the host).
+    root_pem = (pki / "root.cert.pem").read_text().strip()
+    assert root_pem in gw.read("/etc/ssl/certs/ca-certificates.crt")
+
+    # Applied once, with -c and the file; then checked.
+    assert [c["argv"] for c in gw.applies()] == [["config", "apply", "-c", "/etc/aziot/config.toml"]]
+    assert any(c["argv"][:1] == ["check"] for c in gw.calls("iotedge"))
+    assert first.task("Write config.toml").changed
+
+    # Second run: nothing changes, nothing is applied.
+    calls = len(gw.calls())
+    second = fleet.run(manual_playbook(fleet), [gw], extra_vars=ev)
+    host_tasks = [t for t in second.tasks if t.changed and "Edge host" in t.task or t.changed and "edge_host" in t.task]
+    assert host_tasks == [], [t.task for t in host_tasks]
+    assert len(gw.applies()) == 1
+    assert [c for c in gw.calls()[calls:] if c["argv"][:1] != ["check"]] == []
+
+
+def test_check_mode_changes_nothing_and_a_new_parent_applies_once(fleet, hosts):
+    (gw,) = hosts("gw-b")
+    ev = {"pki_dir": str(fleet.pki)}
+    fleet.run(manual_playbook(fleet, "gw-b"), [gw], extra_vars=ev)
+    before = gw.read("/etc/aziot/config.toml")
+    calls = len(gw.calls())
+
+    checked = fleet.run(manual_playbook(fleet, "gw-b", edge_host_parent_hostname="gw-top"), [gw], extra_vars=ev,
+                        check=True)
+    assert checked.task("Write config.toml").changed  # predicted
+    assert gw.read("/etc/aziot/config.toml") == before
+    assert gw.calls()[calls:] == []  # no apply, no stop, no check (check mode)
+
+    fleet.run(manual_playbook(fleet, "gw-b", edge_host_parent_hostname="gw-top"), [gw], extra_vars=ev)
+    doc = tomllib.loads(gw.read("/etc/aziot/config.toml"))
+    assert doc["parent_hostname"] == "gw-top"
+    assert doc["agent"]["config"]["image"] == "$upstream:443/azureiotedge-agent:1.5"
+    assert len(gw.applies()) == 2
+
+
+def test_a_hostname_change_stops_edge_and_removes_its_containers_first(fleet, hosts):
+    (gw,) = hosts("gw-c")
+    ev = {"pki_dir": str(fleet.pki)}
+    fleet.run(manual_playbook(fleet, "gw-c"), [gw], extra_vars=ev)
+    assert gw.containers(), "the stand-in runtime started its containers at the apply"
+    # Without the role's handling the product refuses: the stand-in does, like `iotedge config apply`.
+    gw.path("/tmp/renamed.toml").write_text(gw.read("/etc/aziot/config.toml").replace('hostname = "gw-c"',
+                                                                                      'hostname = "gw-c2"'))
+    refused = gw.run("iotedge", "config", "apply", "-c", "/tmp/renamed.toml")
+    assert refused.returncode != 0 and "Cannot apply config because the hostname" in refused.stderr
+
+    calls = len(gw.calls())
+    run = fleet.run(manual_playbook(fleet, "gw-c", edge_host_hostname="gw-c2"), [gw], extra_vars=ev)
+    new = [(c["tool"], c["argv"][:2]) for c in gw.calls()[calls:] if c["argv"][:1] != ["check"]]
+    assert new[0] == ("iotedge", ["system", "stop"])
+    assert ("docker", ["ps", "-aq"]) in new and ("docker", ["rm", "-f"]) in new
+    assert new[-1] == ("iotedge", ["config", "apply"])
+    assert tomllib.loads(gw.read("/etc/aziot/config.toml"))["hostname"] == "gw-c2"
+    result = [t for t in run.tasks if t.task.endswith("Show edge_host_result")][-1].result["edge_host_result"]
+    assert result["edge_stopped"] is True and result["applied"] is True
