@@ -218,3 +218,60 @@ def test_a_hostname_change_stops_edge_and_removes_its_containers_first(fleet, ho
     assert tomllib.loads(gw.read("/etc/aziot/config.toml"))["hostname"] == "gw-c2"
     result = [t for t in run.tasks if t.task.endswith("Show edge_host_result")][-1].result["edge_host_result"]
     assert result["edge_stopped"] is True and result["applied"] is True
+
+
+def test_manual_x509_gateway_with_an_identity_certificate_from_edge_pki(fleet, hosts, hub, emulator):
+    (gw,) = hosts("gw-x")
+    controller = pki_and_identity_play(["gw-x"], identity=["gw-x"])
+    controller["tasks"].append({"name": "X.509 identity in the hub", "fleet.azure_iot.iothub_device": {
+        "device_id": "gw-x", "edge_enabled": True, "auth_type": "self_signed",
+        "primary_thumbprint": "{{ edge_pki_result.gateways['gw-x'].identity_thumbprint }}"}})
+    playbook = [controller, host_play(edge_host_provisioning="manual_x509",
+                                      edge_host_iothub_hostname=emulator.hostname)]
+    fleet.run(playbook, [gw], extra_vars={"pki_dir": str(fleet.pki)})
+
+    doc = tomllib.loads(gw.read("/etc/aziot/config.toml"))
+    assert doc["provisioning"] == {
+        "source": "manual", "iothub_hostname": emulator.hostname, "device_id": "gw-x",
+        "authentication": {"method": "x509", "identity_cert": "file:///var/aziot/certs/gw-x.identity.pem",
+                           "identity_pk": "file:///var/aziot/secrets/gw-x.identity.key.pem"}}
+    assert gw.owner_mode("/var/aziot/certs/gw-x.identity.pem") == ("aziotcs", "0o644")
+    assert gw.owner_mode("/var/aziot/secrets/gw-x.identity.key.pem") == ("aziotks", "0o600")
+    # The hub knows the certificate on the host by its thumbprint; the certificate chains to the root; its key
+    # is the key on the host.
+    der = subprocess.run(["openssl", "x509", "-in", str(gw.path("/var/aziot/certs/gw-x.identity.pem")),
+                          "-outform", "DER"], capture_output=True, check=True).stdout
+    tp = hub.get_device("gw-x").json()["authentication"]["x509Thumbprint"]["primaryThumbprint"]
+    assert tp.upper() == hashlib.sha256(der).hexdigest().upper()
+    v = openssl("verify", "-CAfile", str(fleet.pki / "root.cert.pem"), "-untrusted",
+                str(fleet.pki / "intermediate.cert.pem"), str(gw.path("/var/aziot/certs/gw-x.identity.pem")))
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert pubkey(gw.path("/var/aziot/secrets/gw-x.identity.key.pem"), True) == \
+        pubkey(gw.path("/var/aziot/certs/gw-x.identity.pem"), False) != ""
+    assert len(gw.applies()) == 1
+
+
+def test_dps_symmetric_key_with_a_key_derived_from_the_group(fleet, hosts, emulator):
+    (gw,) = hosts("gw-d")
+    group_key = base64.b64encode(b"edge-host-group-key-0123456789ab").decode()
+    controller = {"name": "controller", "hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Group enrollment", "fleet.azure_iot.dps_enrollment_group": {
+            "enrollment_group_id": "edge-gateways", "attestation": "symmetric_key", "primary_key": group_key,
+            "secondary_key": base64.b64encode(b"edge-host-group-key-secondary-01").decode(),
+            "capabilities": {"iot_edge": True}}}]}
+    playbook = [controller, host_play(edge_host_provisioning="dps_symmetric_key",
+                                      edge_host_dps_id_scope=emulator.env["DPS_ID_SCOPE"],
+                                      edge_host_dps_group_key=group_key)]
+    run = fleet.run(playbook, [gw])
+    doc = tomllib.loads(gw.read("/etc/aziot/config.toml"))
+    expected = base64.b64encode(hmac.new(base64.b64decode(group_key), b"gw-d", hashlib.sha256).digest()).decode()
+    assert doc["provisioning"] == {
+        "source": "dps", "global_endpoint": "https://global.azure-devices-provisioning.net",
+        "id_scope": emulator.env["DPS_ID_SCOPE"],
+        "attestation": {"method": "symmetric_key", "registration_id": "gw-d", "symmetric_key": {"value": expected}}}
+    assert "edge_ca" not in doc  # no PKI given: IoT Edge's quickstart CA
+    assert len(gw.applies()) == 1
+    # -vvv with --diff: neither the group key nor the derived device key is shown anywhere.
+    assert expected not in run.output and group_key not in run.output
+    diff = run.task("Write config.toml").result["diff"]
+    assert "********" in (diff[0] if isinstance(diff, list) else diff)["after"]

@@ -102,10 +102,10 @@ IOTEDGE = "#!/usr/bin/python3\n" + _RECORD + textwrap.dedent("""\
             while i < len(args) and not args[i].startswith("-"):
                 skip.add(args[i]); i += 1
         checks = {}
-        def put(cid, ok, detail=""):
+        def put(cid, ok, detail="", level="error"):
             if cid not in skip:
                 checks[cid] = ({"result": "ok", "additional_info": {}} if ok else
-                               {"result": "error", "details": [detail], "additional_info": {}})
+                               {"result": level, "details": [detail], "additional_info": {}})
         try:
             doc = tomllib.loads(open(config_path()).read())
             put("config-toml-well-formed", True)
@@ -114,7 +114,7 @@ IOTEDGE = "#!/usr/bin/python3\n" + _RECORD + textwrap.dedent("""\
             put("config-toml-well-formed", False, str(exc))
         put("hostname", bool(doc.get("hostname")), "config.toml has no hostname")
         ca = (doc.get("edge_ca") or {}).get("cert", "")
-        put("certificates-quickstart", bool(ca), "using the quickstart edge CA (not for production)")
+        put("certificates-quickstart", bool(ca), "using the quickstart edge CA (not for production)", "warning")
         if ca:
             put("edge-ca-cert-readable", os.path.exists(ca[len("file://"):]), f"cannot read {ca}")
         trust = doc.get("trust_bundle_cert", "")
