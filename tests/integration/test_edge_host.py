@@ -275,3 +275,89 @@ def test_dps_symmetric_key_with_a_key_derived_from_the_group(fleet, hosts, emula
     assert expected not in run.output and group_key not in run.output
     diff = run.task("Write config.toml").result["diff"]
     assert "********" in (diff[0] if isinstance(diff, list) else diff)["after"]
+
+
+class OfflineHost:
+    name = "gw-usb"
+
+    @staticmethod
+    def inventory_line(**_hostvars):
+        return "gw-usb ansible_connection=ssh ansible_host=gw-usb.invalid ansible_python_interpreter=/usr/bin/python3"
+
+
+FAKE_CS = "HostName=plant.azure-devices.net;DeviceId=gw-e;SharedAccessKey=" + base64.b64encode(b"k" * 32).decode()
+
+
+def _other_pki(fleet, gateway):
+    """A second, unrelated chain: its edge CA does not chain to the first root."""
+    return {"name": "other chain", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_pki"},
+            "vars": {"edge_pki_dir": str(fleet.tmp / "other-pki"), "edge_pki_gateways": [gateway],
+                     "edge_pki_name": "someone else"}}
+
+
+BAD = [
+    ("missing connection string", {}, "provisioning=manual needs connection_string"),
+    ("wrong provisioning variant", {"edge_host_provisioning": "dps", "edge_host_connection_string": FAKE_CS},
+     "edge_host_provisioning must be one of"),
+    ("parent not in the tree", {"edge_host_connection_string": FAKE_CS, "edge_host_parent_hostname": "gw-elsewhere",
+                                "edge_host_known_hostnames": ["gw-top", "gw-e"]},
+     "edge_host_parent_hostname gw-elsewhere is not the host name of a gateway of the tree"),
+    ("certificate that does not chain", {"edge_host_connection_string": FAKE_CS,
+                                         "edge_host_edge_ca_cert": "{{ other }}/gateways/gw-e/edge-ca.full-chain.cert.pem",
+                                         "edge_host_edge_ca_pk": "{{ other }}/gateways/gw-e/edge-ca.key.pem"},
+     "edge_host_edge_ca_cert does not chain to edge_host_trust_bundle_cert"),
+    ("DPS variable with manual", {"edge_host_connection_string": FAKE_CS, "edge_host_dps_id_scope": "0ne0001"},
+     "dps_id_scope: not used by provisioning=manual"),
+    ("pre-1.2 key in settings", {"edge_host_connection_string": FAKE_CS,
+                                 "edge_host_settings": {"certificates": {"device_ca_cert": "/x"}}},
+     "keys of the pre-1.2 configuration"),
+]
+
+
+@pytest.mark.parametrize("case, role_vars, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_fails_before_anything_is_written_to_the_host(fleet, hosts, case, role_vars, message):
+    (gw,) = hosts("gw-e")
+    controller = pki_and_identity_play(["gw-e"])
+    controller["tasks"].insert(0, _other_pki(fleet, "gw-e"))  # first: edge_pki_result is the last chain's
+    run = fleet.run([controller, host_play(**role_vars)], [gw], ok=False,
+                    extra_vars={"pki_dir": str(fleet.pki), "other": str(fleet.tmp / "other-pki")})
+    assert run.rc != 0
+    assert message in run.output, run.output[-3000:]
+    # Nothing reached the host: no package, no file, no command.
+    assert not gw.exists("/etc/aziot") and not gw.exists("/var/aziot") and gw.calls() == []
+    assert not gw.exists("/etc/apt/sources.list.d/fleet-azure-iot-microsoft.sources")
+
+
+def test_offline_bundle_is_rerunnable_and_its_script_configures_a_host(fleet, hosts, tmp_path):
+    bundle = tmp_path / "bundle"
+    offline = OfflineHost()  # reachable only by USB: the playbook never connects to it
+    ev = {"pki_dir": str(fleet.pki)}
+    playbook = [pki_and_identity_play(["gw-usb"]),
+                host_play(edge_host_connection_string=FAKE_CS.replace("gw-e", "gw-usb"),
+                          edge_host_bundle_dir=str(bundle), edge_host_parent_hostname="gw-top")]
+    first = fleet.run(playbook, [offline], extra_vars=ev)
+    root = bundle / "gw-usb"
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["apply.sh", "config.toml", "files/var/aziot/certs/gw-usb.edge-ca.full-chain.pem",
+                     "files/var/aziot/certs/trust-bundle.pem", "files/var/aziot/secrets/gw-usb.edge-ca.key.pem"]
+    assert oct((root / "files/var/aziot/secrets/gw-usb.edge-ca.key.pem").stat().st_mode & 0o777) == "0o600"
+    assert oct((root / "config.toml").stat().st_mode & 0o777) == "0o600"
+    assert first.task("Write config.toml").changed
+
+    second = fleet.run(playbook, [offline], extra_vars=ev)
+    assert [t.task for t in second.tasks if t.changed and "edge_host" in t.task] == []
+
+    # The bundle on a real host (as a USB stick would bring it): the packages are there, then apply.sh.
+    (gw,) = hosts("gw-usb")
+    gw.path("/etc/apt/sources.list.d/standin.list").write_text(f"deb [trusted=yes] {fleet.repo.url} ./\n")
+    assert gw.run("apt-get", "update").returncode == 0
+    assert gw.run("apt-get", "install", "-y", "aziot-edge").returncode == 0
+    shutil_copy = subprocess.run(["cp", "-a", str(root), str(gw.path("/root/bundle"))], check=True)
+    assert shutil_copy.returncode == 0
+    r = gw.run("sh", "/root/bundle/apply.sh")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert gw.read("/etc/aziot/config.toml") == (root / "config.toml").read_text()
+    assert gw.owner_mode("/var/aziot/secrets/gw-usb.edge-ca.key.pem") == ("aziotks", "0o600")
+    assert gw.owner_mode("/var/aziot/certs/gw-usb.edge-ca.full-chain.pem") == ("aziotcs", "0o644")
+    assert (fleet.pki / "root.cert.pem").read_text().strip() in gw.read("/etc/ssl/certs/ca-certificates.crt")
+    assert [c["argv"] for c in gw.applies()] == [["config", "apply", "-c", "/etc/aziot/config.toml"]]
