@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= auto
 
 all: test
 
-$(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml scripts/azurite
+$(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml scripts/azurite scripts/thirdparty-collections scripts/edge-host-deps
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
 	@echo "Creating $(VENV) with $(PYTHON)"
 	@rm -rf $(VENV)
@@ -20,6 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml scripts/
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/python scripts/azurite --install-only
+	$(BIN)/python scripts/thirdparty-collections >/dev/null
+	scripts/edge-host-deps
 	@touch $(STAMP)
 
 venv: $(STAMP)

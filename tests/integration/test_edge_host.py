@@ -361,3 +361,48 @@ def test_offline_bundle_is_rerunnable_and_its_script_configures_a_host(fleet, ho
     assert gw.owner_mode("/var/aziot/certs/gw-usb.edge-ca.full-chain.pem") == ("aziotcs", "0o644")
     assert (fleet.pki / "root.cert.pem").read_text().strip() in gw.read("/etc/ssl/certs/ca-certificates.crt")
     assert [c["argv"] for c in gw.applies()] == [["config", "apply", "-c", "/etc/aziot/config.toml"]]
+
+
+def test_three_layer_nested_fleet_from_one_tree(fleet, hosts, hub):
+    """playbooks/edge_fleet.yml: the tree edge_hierarchy takes provisions identities, deployments, the chain and the
+    hosts, top-down by layer; each lower layer's parent_hostname is its parent host's name."""
+    top, mid, low = hosts("l3-top", "l4-mid", "l5-low")
+    names = {"l3-top": "top.plant.example", "l4-mid": "mid.plant.example", "l5-low": "low.plant.example"}
+    host_vars = {h: {"edge_host_hostname": n} for h, n in names.items()}
+    tree = [{"device_id": "l3-top", "children": [{"device_id": "l4-mid", "children": [
+        {"device_id": "l5-low", "children": [{"device_id": "l5-sensor"}]}]}]}]
+    ev = {"edge_fleet_tree": tree, "edge_fleet_pki_dir": str(fleet.pki)}
+    playbook = (REPO / "playbooks" / "edge_fleet.yml").read_text()
+    fleet.run(playbook, [top, mid, low], extra_vars=ev, host_vars=host_vars)
+
+    docs = {h.name: tomllib.loads(h.read("/etc/aziot/config.toml")) for h in (top, mid, low)}
+    assert "parent_hostname" not in docs["l3-top"]
+    assert docs["l4-mid"]["parent_hostname"] == "top.plant.example"
+    assert docs["l5-low"]["parent_hostname"] == "mid.plant.example"
+    assert docs["l3-top"]["agent"]["config"]["image"] == "mcr.microsoft.com/azureiotedge-agent:1.5"
+    assert docs["l5-low"]["agent"]["config"]["image"] == "$upstream:443/azureiotedge-agent:1.5"
+    for h in (top, mid, low):
+        assert docs[h.name]["hostname"] == names[h.name]
+        assert f"DeviceId={h.name};" in docs[h.name]["provisioning"]["connection_string"]
+        v = openssl("verify", "-CAfile", str(fleet.pki / "root.cert.pem"), "-untrusted",
+                    str(fleet.pki / "intermediate.cert.pem"),
+                    str(h.path(f"/var/aziot/certs/{h.name}.edge-ca.full-chain.pem")))
+        assert v.returncode == 0, v.stdout + v.stderr
+        assert len(h.applies()) == 1
+    # Top-down: each layer was applied after the one above it.
+    applied_at = [h.path("/var/lib/standin/applied.json").stat().st_mtime_ns for h in (top, mid, low)]
+    assert applied_at == sorted(applied_at)
+    # The hub holds the same hierarchy.
+    assert hub.get_device("l5-low").json()["parentScopes"] == [hub.get_device("l4-mid").json()["deviceScope"]]
+
+    # Nothing changes on a second run: no apply anywhere.
+    fleet.run(playbook, [top, mid, low], extra_vars=ev, host_vars=host_vars)
+    assert [len(h.applies()) for h in (top, mid, low)] == [1, 1, 1]
+
+    # The middle gateway gets a new host name: it is stopped and re-applied, the layer below follows its parent
+    # (one apply), the top is not touched.
+    host_vars["l4-mid"]["edge_host_hostname"] = "mid2.plant.example"
+    fleet.run(playbook, [top, mid, low], extra_vars=ev, host_vars=host_vars)
+    assert [len(h.applies()) for h in (top, mid, low)] == [1, 2, 2]
+    assert tomllib.loads(low.read("/etc/aziot/config.toml"))["parent_hostname"] == "mid2.plant.example"
+    assert any(c["argv"][:2] == ["system", "stop"] for c in mid.calls("iotedge"))
