@@ -46,6 +46,8 @@ attributes:
   idempotent:
     support: none
     details: Every run applies; call it as a handler, when the configuration changed.
+notes:
+  - 'Rights: root on the gateway host (C(iotedge config apply) refuses to run otherwise).'
 seealso:
   - module: fleet.azure_iot.edge_host_config
 """

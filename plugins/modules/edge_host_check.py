@@ -32,6 +32,8 @@ options:
     description: Fail the task when a check reports error or fatal.
     type: bool
     default: true
+notes:
+  - 'Rights: root on the gateway host.'
 seealso:
   - module: fleet.azure_iot.edge_host_apply
 """

@@ -121,6 +121,7 @@ attributes:
   idempotent:
     support: full
 notes:
+  - 'Rights: root on the gateway host (the file belongs to root and holds secrets); any user for an offline bundle.'
   - On a Python without C(tomllib) (before 3.11) the previous file cannot be parsed, and any change sets
     RV(edge_stop_required).
 seealso:

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
 ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
+# Modules that run on an IoT Edge gateway host and call no service: no action group, no service rights.
+HOST_MODULES = [m for m in MODULES if m.startswith("edge_host_")]
 
 
 def run(cmd, **kw):
@@ -44,8 +46,12 @@ def test_ansible_doc_renders_every_module(collections_root, module):
     doc = json.loads(r.stdout)[f"fleet.azure_iot.{module}"]
     assert doc["examples"].strip() and doc["return"], module
     attrs = doc["doc"]["attributes"]
-    assert attrs["check_mode"]["support"] == "full" and attrs["diff_mode"]["support"] in ("full", "N/A")
-    assert attrs["action_group"]["membership"], module
+    assert attrs["check_mode"]["support"] == "full"
+    if module in HOST_MODULES:
+        assert "action_group" not in attrs and attrs["diff_mode"]["support"] in ("full", "N/A", "none"), module
+    else:
+        assert attrs["diff_mode"]["support"] in ("full", "N/A")
+        assert attrs["action_group"]["membership"], module
     assert attrs["idempotent"]["support"] in ("full", "partial", "none"), module
     for name, opt in doc["doc"]["options"].items():
         assert opt.get("description"), f"{module}.{name} has no description"
@@ -57,6 +63,8 @@ def test_every_module_documents_the_rights_it_needs(collections_root, module):
             env={"ANSIBLE_COLLECTIONS_PATH": str(collections_root)})
     notes = " ".join(json.loads(r.stdout)[f"fleet.azure_iot.{module}"]["doc"].get("notes", []))
     assert "Rights:" in notes, module
+    if module in HOST_MODULES:
+        assert "root on the gateway host" in notes, module
     if module.startswith("iothub_"):
         assert "RegistryRead" in notes and "ServiceConnect" in notes, module
 
@@ -82,7 +90,8 @@ def test_ansible_doc_renders_every_role(collections_root, role):
 def test_action_groups_list_every_module():
     runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
     groups = runtime["action_groups"]
-    assert sorted(groups["iothub"] + groups["iotcentral"] + groups["dps"]) == MODULES
+    assert sorted(groups["iothub"] + groups["iotcentral"] + groups["dps"] + HOST_MODULES) == MODULES
+    assert HOST_MODULES == ["edge_host_apply", "edge_host_check", "edge_host_config"]
     # the roles' internal connection groups hold only modules of their service's group
     assert set(groups["role_connection"]) <= set(groups["iothub"])
     assert set(groups["role_dps_connection"]) <= set(groups["dps"])
