@@ -57,7 +57,6 @@ EXAMPLES = r"""
   fleet.azure_iot.edge_host_apply:
     config: /etc/aziot/config.toml
     stop_edge: "{{ gw_config.edge_stop_required }}"
-  when: false  # runs on a gateway host
 """
 
 RETURN = r"""

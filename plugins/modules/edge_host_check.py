@@ -42,7 +42,6 @@ EXAMPLES = r"""
 - name: Check the gateway, without the checks that need the Internet
   fleet.azure_iot.edge_host_check:
     skip: [aziot-edged-version]
-  when: false  # runs on a gateway host
 """
 
 RETURN = r"""

@@ -15,12 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 MARKDOWN = ["README.md", "docs/edge-hierarchy.md", "docs/edge-deployments.md", "docs/key-rotation.md",
             "docs/fleet-jobs.md", "docs/fleet-of-hubs.md", "docs/dps.md",
             "roles/edge_gateway/README.md",
-            "roles/edge_hierarchy/README.md",
+            "roles/edge_hierarchy/README.md", "docs/edge-hosts.md", "roles/edge_pki/README.md",
+            "roles/edge_host/README.md",
             "docs/awx.md", "docs/emulator.md", "docs/reliability.md", "docs/benchmarks.md", "docs/architecture.md"]
 MODULE_ORDER = ["iothub_device", "iothub_device_bulk", "iothub_device_info", "iothub_module", "iothub_module_info",
                 "iothub_edge_modules", "iothub_configuration", "iothub_configuration_info", "iothub_registry_export",
                 "iotcentral_device", "iotcentral_device_info", "dps_enrollment", "dps_enrollment_info",
-                "dps_enrollment_group", "dps_enrollment_group_info", "dps_enrollment_bulk", "dps_registration_info"]
+                "dps_enrollment_group", "dps_enrollment_group_info", "dps_enrollment_bulk", "dps_registration_info",
+                "edge_host_config"]
+# Modules whose examples run on an IoT Edge gateway host (root, aziot installed), not here.
+HOST_EXAMPLES = {
+    "edge_host_apply": "it runs iotedge and update-ca-certificates on a gateway host: test_edge_host.py runs it as the "
+                       "edge_host role's handler on Debian hosts with stand-in aziot packages",
+    "edge_host_check": "it runs iotedge check on a gateway host: test_edge_host.py runs it through the edge_host role",
+}
 
 # (source, block index or task name) -> why it is not run against the emulator.
 NOT_RUNNABLE = {
@@ -35,6 +43,12 @@ NOT_RUNNABLE = {
                                   "playbooks/fleet_of_hubs.yml on three emulated hubs",
     ("docs/fleet-of-hubs.md", 2): "an inventory file (gateways as hosts): test_inventory.py runs ansible-inventory on "
                                   "the same options",
+    ("docs/edge-hosts.md", 0): "an inventory of gateway hosts: test_edge_host.py runs playbooks/edge_fleet.yml with "
+                               "the same groups and host variables on three debootstrap'd Debian hosts",
+    ("docs/edge-hosts.md", 1): "the tree for that inventory: test_edge_host.py runs the same three-layer tree",
+    ("roles/edge_pki/README.md", 0): "test_edge_host.py runs edge_pki with these variables (and checks the chain "
+                                     "with openssl verify); it writes to /srv",
+    ("roles/edge_host/README.md", 0): "a play on gateway hosts: test_edge_host.py runs the role on Debian hosts",
     ("iotcentral_device", "Name the application once for every IoT Central task of a play"):
         "it names a real application host (contoso-store.azureiotcentral.com), which cannot be reached here; "
         "the same module_defaults mechanism is tested against the emulator in test_iotcentral.py",
@@ -114,10 +128,13 @@ def test_the_trials_order_hierarchy_then_gateway_deletes_nothing(ansible, hub):
     assert {"line1-sensor-1", "line1-sensor-2", "plant-meter", "line1-gw", "plant-gw"} <= ids
 
 
-def test_module_examples_run_as_written_in_order(ansible, emulator, azurite):
+def test_module_examples_run_as_written_in_order(ansible, emulator, azurite, tmp_path):
     extra = {"vault_iothub_connection_string": emulator.connection_string,
              "vault_backup_container_sas_url": azurite.container_uri("docs-backup"),
-             "plant1_hub_hostname": emulator.hostname, "plant1_hub_hostnames": [emulator.hostname]}
+             "plant1_hub_hostname": emulator.hostname, "plant1_hub_hostnames": [emulator.hostname],
+             "bundle_dir": str(tmp_path / "bundle")}
+    modules = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
+    assert sorted(MODULE_ORDER + list(HOST_EXAMPLES)) == modules, "a module's EXAMPLES are neither run nor excused"
     for name in MODULE_ORDER:
         tasks = yaml.safe_load(module_examples(name))
         skipped = [t for t in tasks if (name, t["name"]) in NOT_RUNNABLE]
