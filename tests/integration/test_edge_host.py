@@ -406,3 +406,59 @@ def test_three_layer_nested_fleet_from_one_tree(fleet, hosts, hub):
     assert [len(h.applies()) for h in (top, mid, low)] == [1, 2, 2]
     assert tomllib.loads(low.read("/etc/aziot/config.toml"))["parent_hostname"] == "mid2.plant.example"
     assert any(c["argv"][:2] == ["system", "stop"] for c in mid.calls("iotedge"))
+
+
+def _pki_play(pki_dir, **extra):
+    v = {"edge_pki_dir": str(pki_dir), "edge_pki_gateways": ["gw-1", "gw-2"], "edge_pki_identity_gateways": ["gw-2"]}
+    v.update(extra)
+    return [{"name": "pki", "hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Chain", "ansible.builtin.include_role": {"name": "fleet.azure_iot.edge_pki"}, "vars": v},
+        {"name": "Show edge_pki_result", "ansible.builtin.debug": {"var": "edge_pki_result"}}]}]
+
+
+def _files(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_edge_pki_is_idempotent_renews_in_time_and_never_rekeys(fleet, tmp_path):
+    pki = tmp_path / "chain"
+    checked = fleet.run(_pki_play(pki), [], check=True)
+    assert not pki.exists() or _files(pki) == {}  # check mode writes nothing
+    assert [t for t in checked.tasks if t.task.endswith("Show edge_pki_result")][-1].result["edge_pki_result"]["changed"]
+
+    fleet.run(_pki_play(pki), [])
+    first = _files(pki)
+    for gw in ("gw-1", "gw-2"):
+        v = openssl("verify", "-CAfile", str(pki / "root.cert.pem"), "-untrusted", str(pki / "intermediate.cert.pem"),
+                    str(pki / "gateways" / gw / "edge-ca.full-chain.cert.pem"))
+        assert v.returncode == 0, v.stdout + v.stderr
+        assert pubkey(pki / "gateways" / gw / "edge-ca.key.pem", True) == \
+            pubkey(pki / "gateways" / gw / "edge-ca.cert.pem", False) != ""
+    assert oct((pki / "root.key.pem").stat().st_mode & 0o777) == "0o600"
+    for name in ("root.key.pem", "intermediate.key.pem", "gateways/gw-1/edge-ca.key.pem"):
+        assert (pki / name).read_text().strip()[:60] not in "".join(
+            t.result.__repr__() for t in checked.tasks)  # keys never in any result
+
+    second = fleet.run(_pki_play(pki), [])
+    assert _files(pki) == first
+    result = [t for t in second.tasks if t.task.endswith("Show edge_pki_result")][-1].result["edge_pki_result"]
+    assert result["changed"] is False and result["renewed"] == []
+    assert fleet.run(_pki_play(pki), [], check=True).rc == 0 and _files(pki) == first
+
+    # Short validity: the edge CAs (365 days) end within a 400-day window; they are re-issued, keys kept; the CAs
+    # above (1825 and 3650 days) are not.
+    renew = fleet.run(_pki_play(pki, edge_pki_renew_before_days=400, edge_pki_edge_ca_days=500,
+                                edge_pki_identity_days=500), [])
+    result = [t for t in renew.tasks if t.task.endswith("Show edge_pki_result")][-1].result["edge_pki_result"]
+    assert sorted(result["renewed"]) == ["gw-1 edge CA", "gw-2 edge CA", "gw-2 identity"]
+    after = _files(pki)
+    assert after["gateways/gw-1/edge-ca.cert.pem"] != first["gateways/gw-1/edge-ca.cert.pem"]
+    for key in [k for k in first if k.endswith("key.pem")]:
+        assert after[key] == first[key], f"{key} was re-keyed"
+    assert after["root.cert.pem"] == first["root.cert.pem"]
+    assert after["intermediate.cert.pem"] == first["intermediate.cert.pem"]
+    v = openssl("verify", "-CAfile", str(pki / "root.cert.pem"), "-untrusted", str(pki / "intermediate.cert.pem"),
+                str(pki / "gateways/gw-1/edge-ca.full-chain.cert.pem"))
+    assert v.returncode == 0
+    end = openssl("x509", "-in", str(pki / "gateways/gw-1/edge-ca.cert.pem"), "-noout", "-checkend", str(450 * 86400))
+    assert end.returncode == 0  # the new one lasts 500 days
