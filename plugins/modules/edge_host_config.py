@@ -171,6 +171,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.azure_iot.plugins.module_utils._edge_config import (
+    PROVISIONING,
     build_config,
     config_secrets,
     edge_stop_reasons,
@@ -265,8 +266,7 @@ def main() -> None:
             mode=dict(type="str", default="0600"),
             owner=dict(type="str"),
             group=dict(type="str"),
-            provisioning=dict(type="str", required=True,
-                              choices=["manual", "manual_x509", "dps_symmetric_key", "dps_x509", "dps_tpm"]),
+            provisioning=dict(type="str", required=True, choices=list(PROVISIONING)),
             connection_string=dict(type="str", no_log=True),
             iothub_hostname=dict(type="str"),
             device_id=dict(type="str"),
