@@ -74,8 +74,10 @@ removed_containers:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._edge_config import file_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import secret_mask
 
 EDGE_LABEL = "label=net.azure-devices.edge.owner=Microsoft.Azure.Devices.Edge.Agent"
 
@@ -83,6 +85,9 @@ EDGE_LABEL = "label=net.azure-devices.edge.owner=Microsoft.Azure.Devices.Edge.Ag
 def run(module: AnsibleModule) -> dict:
     p = module.params
     commands, removed = [], []
+    mask = secret_mask(module)  # what iotedge prints about the file (a parse error can quote a key) is masked
+    for value in file_secrets(p["config"]):
+        mask.add(value)
 
     def call(args, what):
         commands.append(" ".join(args))
@@ -90,8 +95,9 @@ def run(module: AnsibleModule) -> dict:
             return ""
         rc, out, err = module.run_command(args)
         if rc != 0:
+            # changed: this command (or one before it) may have done part of its work.
             raise ModuleFailure(f"{what} failed (rc {rc}): {(err or out).strip()[-2000:]}", commands=commands,
-                                removed_containers=removed, changed=len(commands) > 1)
+                                removed_containers=removed, changed=True)
         return out
 
     if p["update_trust_store"]:

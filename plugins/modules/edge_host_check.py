@@ -63,8 +63,10 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet.azure_iot.plugins.module_utils._edge_config import file_secrets
 from ansible_collections.fleet.azure_iot.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.fleet.azure_iot.plugins.module_utils._module import run_module
+from ansible_collections.fleet.azure_iot.plugins.module_utils._secrets import secret_mask
 
 
 def parse_check_output(text: str) -> dict:
@@ -82,6 +84,9 @@ def parse_check_output(text: str) -> dict:
 
 def run(module: AnsibleModule) -> dict:
     p = module.params
+    mask = secret_mask(module)  # check details can quote the configuration (a connection string check)
+    for value in file_secrets(p["config"]):
+        mask.add(value)
     args = [module.get_bin_path("iotedge", required=True), "check", "--output", "json", "-c", p["config"]]
     if p["skip"]:
         args += ["--dont-run"] + p["skip"]
