@@ -7,7 +7,8 @@
 ``check_config`` validates it with the product's schema (``_edge_config_schema``) and refuses unknown and pre-1.2
 keys, ``render_toml`` writes it, ``config_secrets`` names what must never be shown, ``edge_stop_reasons`` says
 whether ``iotedge config apply`` needs IoT Edge stopped and its containers removed first (a changed hostname or
-agent; iotedge #6241, #6231). Pure: no I/O, runs on the gateway host with any Python 3.
+agent; iotedge #6241, #6231). Pure but for ``file_secrets`` (reads the file to mask what a command prints about
+it); runs on the gateway host with any Python 3.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def parse_device_connection_string(text: str) -> dict:
 
 
 def _check_hostname(value, option):
-    if value is not None and not HOSTNAME.match(value):
+    if value is not None and not HOSTNAME.fullmatch(value):
         raise InputError(f"{option}: {value!r} is not a host name (letters, digits, hyphens and dots; an FQDN or "
                          "the name the child devices and lower layers use to reach this gateway)")
 
@@ -195,11 +196,11 @@ def _toml_str(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_\-]+$")
+_BARE = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 def _key(k: str) -> str:
-    return k if _BARE.match(k) else _toml_str(k)
+    return k if _BARE.fullmatch(k) else _toml_str(k)
 
 
 def _value(v) -> str:
@@ -261,6 +262,21 @@ def config_secrets(doc) -> list:
                 walk(v)
     walk(doc)
     return found
+
+
+def file_secrets(path: str) -> list:
+    """The secrets of the config file at PATH, to mask what ``iotedge`` prints about it (a parse error can quote a
+    value); when the file cannot be parsed, every ``SharedAccessKey=`` and ``value = "..."`` in it."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    try:
+        import tomllib  # pylint: disable=import-outside-toplevel
+        return config_secrets(tomllib.loads(text))
+    except Exception:  # pylint: disable=broad-except  # no tomllib (Python < 3.11), or not TOML
+        return re.findall(r"SharedAccessKey=([^;\"\s]+)", text) + re.findall(r'value\s*=\s*"([^"]+)"', text)
 
 
 def mask_text(text: str, secrets) -> str:

@@ -109,3 +109,21 @@ _values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(_scalars, max_
 @given(st.dictionaries(_keys, _values, max_size=5))
 def test_render_round_trips_any_document(doc):
     assert tomllib.loads(render_toml(doc)) == doc
+
+
+def test_file_secrets_reads_the_config_and_falls_back_on_text(tmp_path):
+    from ansible_collections.fleet.azure_iot.plugins.module_utils._edge_config import file_secrets
+    good = tmp_path / "config.toml"
+    good.write_text(render_toml(build_config(dict(provisioning="manual", connection_string=CS))))
+    assert file_secrets(str(good)) == [CS]
+    broken = tmp_path / "broken.toml"
+    broken.write_text(f'connection_string = "{CS}\n[provisioning.attestation.symmetric_key]\nvalue = "{KEY}"\n')
+    assert KEY in file_secrets(str(broken))
+    assert file_secrets(str(tmp_path / "missing.toml")) == []
+
+
+def test_a_trailing_newline_is_neither_a_bare_key_nor_a_host_name():
+    # Python's `$` matches before a final newline: found by the round-trip property above.
+    assert tomllib.loads(render_toml({"0\n": {"a\n": 1}})) == {"0\n": {"a\n": 1}}
+    with pytest.raises(InputError, match="is not a host name"):
+        build_config(dict(provisioning="manual", connection_string=CS, hostname="gw\n"))
